@@ -1,0 +1,51 @@
+"""Device and precision choice (train.device, train.precision), made once per stage."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from stages.errors import StageError
+
+
+def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = cpuinfo.read_text()
+    except OSError:
+        return False  # not Linux: stay with fp32 rather than emulate bf16 slowly
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def pick_device(name: str) -> torch.device:
+    """auto -> CUDA when present, else CPU. Asking for cuda without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise StageError("train.device is 'cuda' but torch sees no CUDA device; set it to auto or cpu in params.yaml")
+    return torch.device(name)
+
+
+def pick_precision(name: str, device: torch.device) -> str:
+    """auto -> bf16 where the hardware runs it natively, else fp32."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for `precision == 'bf16'`; a no-op context for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's global RNGs (weight init) and ask for deterministic kernels."""
+    torch.manual_seed(seed)
+    # warn_only: a few CUDA kernels have no deterministic version; run them anyway.
+    torch.use_deterministic_algorithms(True, warn_only=True)

@@ -1,0 +1,53 @@
+"""The network: torchvision's ResNet-18 with a two-class head, and its param groups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+from stages.errors import StageError
+
+NUM_CLASSES = 2
+HEAD = "fc"
+
+
+def load_state(path: Path, what: str, stage: str) -> dict:
+    """torch.load(weights_only=True) of a dict; errors name the file and the stage to re-run."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise StageError(f"{what} {path} is missing; run `dvc repro {stage}`") from None
+    except Exception as err:  # unpickling errors come in many types
+        raise StageError(f"{what} {path} cannot be loaded ({type(err).__name__}: {err}); "
+                         f"run `dvc repro {stage}`") from None
+    if not isinstance(state, dict):
+        raise StageError(f"{what} {path} holds a {type(state).__name__}, not a dict; run `dvc repro {stage}`")
+    return state
+
+
+def build_model(pretrained: dict | None, head_init: str) -> nn.Module:
+    """ResNet-18, optionally with ImageNet weights, with fc replaced by Linear(512, 2)."""
+    model = resnet18(weights=None)  # never torchvision's downloader: weights come verified
+    if pretrained is not None:
+        try:
+            model.load_state_dict(pretrained)
+        except RuntimeError as err:
+            first = str(err).splitlines()[0]
+            raise StageError(f"the weights file is not a torchvision ResNet-18 state dict ({first}); "
+                             "check weights.url in params.yaml") from None
+    model.fc = nn.Linear(model.fc.in_features, NUM_CLASSES)
+    if head_init == "xavier":
+        nn.init.xavier_uniform_(model.fc.weight)
+    return model
+
+
+def param_groups(model: nn.Module, lr: float, head_lr_mult: float) -> list[dict]:
+    """The seed's groups: the head at lr x head_lr_mult, the body at lr; one group at 1x."""
+    if head_lr_mult == 1:
+        return [{"params": list(model.parameters()), "lr": lr}]
+    head = [p for n, p in model.named_parameters() if n.startswith(f"{HEAD}.")]
+    body = [p for n, p in model.named_parameters() if not n.startswith(f"{HEAD}.")]
+    return [{"params": body, "lr": lr}, {"params": head, "lr": lr * head_lr_mult}]

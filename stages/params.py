@@ -1,0 +1,194 @@
+"""Typed params: params.yaml is read and validated here, and nowhere else.
+
+A stage calls `load_params(*sections)` and gets only the sections it declared (the
+same ones dvc.yaml lists for it), plus `paths`. A bad key is one line naming it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from ruamel.yaml import YAML, YAMLError
+
+from stages.errors import StageError
+
+PARAMS_FILE = Path("params.yaml")
+SPLITS = ("train", "test")
+# Label order is ImageFolder's (sorted folder names), so label 0 is hotdog, as in the seed.
+CLASSES = ("hotdog", "not-hotdog")
+RUNS = ("finetune", "scratch")
+
+
+class ParamsError(StageError):
+    """params.yaml is missing, unreadable, or has a bad key."""
+
+
+class Section(BaseModel):
+    # strict: "128" is not 128 and 1 is not true; extra="forbid": typos are errors.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _hex(value: str, lengths: range, what: str) -> str:
+    value = value.lower()
+    if len(value) not in lengths or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError(f"expected {what} hex digits")
+    return value
+
+
+class DataParams(Section):
+    url: str = Field(min_length=1)
+    sha1: str
+
+    @field_validator("sha1")
+    @classmethod
+    def _sha1(cls, v: str) -> str:
+        return _hex(v, range(40, 41), "40")
+
+
+class WeightsParams(Section):
+    url: str = Field(min_length=1)
+    sha256: str
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, v: str) -> str:
+        return _hex(v, range(8, 65), "8 to 64")
+
+
+class ManifestParams(Section):
+    max_reject_fraction: float = Field(ge=0.0, le=1.0)
+
+
+class TrainParams(Section):
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    image_size: int = Field(ge=8)
+    device: Literal["auto", "cpu", "cuda"]
+    precision: Literal["auto", "fp32", "bf16"]
+    weight_decay: float = Field(ge=0.0)
+    num_workers: int = Field(ge=0)
+
+    @property
+    def test_resize(self) -> int:
+        """The seed's 256 for a 224 crop, scaled to image_size."""
+        return round(self.image_size * 256 / 224)
+
+
+class RunParams(Section):
+    lr: float = Field(gt=0.0)
+    head_lr_mult: float = Field(gt=0.0)
+    pretrained: bool
+    head_init: Literal["xavier", "default"]
+
+
+class Paths(Section):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)  # str -> Path
+
+    zip: Path
+    weights: Path
+    images: Path
+    manifest: Path
+    models: Path
+    metrics: Path
+    reports: Path
+
+    # Derived file names live here, once; tests/test_seams.py checks dvc.yaml agrees.
+    def manifest_file(self, split: str) -> Path:
+        return self.manifest / f"{split}.parquet"
+
+    @property
+    def rejects(self) -> Path:
+        return self.manifest / "rejects.csv"
+
+    @property
+    def manifest_summary(self) -> Path:
+        return self.metrics / "manifest.json"
+
+    def checkpoint(self, run: str) -> Path:
+        return self.models / f"{run}.pt"
+
+    def run_summary(self, run: str) -> Path:
+        return self.metrics / f"{run}.json"
+
+    def run_epochs(self, run: str) -> Path:
+        return self.metrics / f"{run}_epochs.json"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.metrics / "evaluate.json"
+
+    @property
+    def predictions(self) -> Path:
+        return self.metrics / "predictions.parquet"
+
+    @property
+    def report(self) -> Path:
+        return self.reports / "report.md"
+
+    @property
+    def figures(self) -> Path:
+        return self.reports / "figures"
+
+
+class Params(Section):
+    seed: int = Field(ge=0)
+    data: DataParams
+    weights: WeightsParams
+    manifest: ManifestParams
+    train: TrainParams
+    finetune: RunParams
+    scratch: RunParams
+    paths: Paths
+
+
+def _describe(err: ValidationError, source: Path) -> str:
+    """One line for the first validation error: which key, what is wrong, what to do."""
+    errors = err.errors()
+    first = errors[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    more = f" ({len(errors) - 1} more problem(s) after this one)" if len(errors) > 1 else ""
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{key}'; remove it or correct its spelling{more}"
+    if first["type"] == "missing":
+        return f"{source}: missing key '{key}'; add it (README lists every param){more}"
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"{source}: key '{key}': {msg} (got {first['input']!r}); correct it{more}"
+
+
+def parse_params(raw: Any, source: Path = PARAMS_FILE) -> Params:
+    """Validate an already-parsed params mapping."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(_describe(err, source)) from None
+
+
+def read_params(path: Path = PARAMS_FILE) -> Params:
+    """Read and validate the whole params file."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ParamsError(f"{path} not found; run from the repo root") from None
+    try:
+        # ruamel reads YAML 1.2 as DVC writes it: `dvc exp run -S lr=5e-5` gives a float.
+        raw = YAML(typ="safe", pure=True).load(text)
+    except YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" line {where.line + 1}" if where else ""
+        raise ParamsError(f"{path}:{line} is not valid YAML; fix the syntax") from None
+    return parse_params(raw, Path(path))
+
+
+def load_params(*sections: str, path: Path = PARAMS_FILE) -> SimpleNamespace:
+    """The named sections (as dvc.yaml declares them for the stage) and `paths`.
+
+    The whole file is validated, so a typo anywhere stops every stage, but a stage can
+    only reach the sections it declared, which keeps DVC's params deps honest.
+    """
+    params = read_params(path)
+    return SimpleNamespace(paths=params.paths, **{s: getattr(params, s) for s in sections})

@@ -1,0 +1,74 @@
+"""Small synthetic stand-ins for hotdog.zip and the ImageNet weights, made offline."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CLASSES = ("hotdog", "not-hotdog")
+SIZES = [(40, 30), (64, 48), (30, 50), (96, 64), (48, 48)]
+# (PIL mode, format) cycled over the images: the real set is PNG, but users' data may
+# not be, and every mode here must load as RGB.
+KINDS = [("RGB", "PNG"), ("RGB", "JPEG"), ("L", "PNG"), ("CMYK", "JPEG"), ("P", "PNG"),
+         ("RGBA", "PNG"), ("RGB", "PNG"), ("RGB", "JPEG")]
+
+
+def image_bytes(label: int, index: int, rng: np.random.Generator) -> tuple[bytes, str]:
+    """One encoded image; hotdogs are warm, the rest cool, so a model can learn them."""
+    w, h = SIZES[index % len(SIZES)]
+    mode, fmt = KINDS[index % len(KINDS)]
+    base = np.array([200, 90, 40] if label == 0 else [40, 110, 200], dtype=np.float64)
+    pixels = np.clip(base + rng.normal(0, 40, size=(h, w, 3)), 0, 255).astype(np.uint8)
+    img = Image.fromarray(pixels, "RGB")
+    img = img.convert(mode) if mode != "P" else img.quantize(16)
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue(), "png" if fmt == "PNG" else "jpg"
+
+
+def dataset_files(per_split: dict[str, int], corrupt: int = 0, seed: int = 0) -> dict[str, bytes]:
+    """{'hotdog/<split>/<class>/<n>.<ext>': bytes}; `corrupt` truncated PNGs per test split too."""
+    rng = np.random.default_rng(seed)
+    files = {}
+    for split, n in per_split.items():
+        for label, name in enumerate(CLASSES):
+            for i in range(n):
+                data, ext = image_bytes(label, i, rng)
+                files[f"hotdog/{split}/{name}/{i}.{ext}"] = data
+        for i in range(corrupt):  # cut short: the header parses, the pixels do not
+            data, _ = image_bytes(1, 0, rng)
+            files[f"hotdog/{split}/not-hotdog/{1000 + i}.png"] = data[: len(data) // 2]
+    return files
+
+
+def write_zip(dest: Path, files: dict[str, bytes]) -> str:
+    """Zip `files` like hotdog.zip and return the archive's SHA-1."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(dest, "w") as zf:
+        for name in sorted(files):
+            zf.writestr(name, files[name])
+    return hashlib.sha1(dest.read_bytes()).hexdigest()
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    """Write `files` under root and return root/'hotdog' (an extracted data set)."""
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root / "hotdog"
+
+
+def write_weights(dest: Path, seed: int = 0) -> str:
+    """A random ResNet-18 state dict standing in for ImageNet's; returns its SHA-256."""
+    import torch
+    from torchvision.models import resnet18
+
+    torch.manual_seed(seed)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(resnet18(weights=None).state_dict(), dest)
+    return hashlib.sha256(dest.read_bytes()).hexdigest()

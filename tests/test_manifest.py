@@ -1,0 +1,75 @@
+import shutil
+
+import pyarrow as pa
+import pytest
+
+from stages.errors import StageError
+from stages.manifest import build_manifest, list_images, probe_image
+from stages.params import load_params
+from stages.schema import MANIFEST, read_table
+
+
+def run_manifest(workers=1):
+    p = load_params("manifest")
+    return build_manifest(p.manifest, p.paths, workers=workers), p.paths
+
+
+def test_manifest_rows_and_rejects(tiny_project):
+    summary, paths = run_manifest()
+    train = read_table(paths.manifest_file("train"), MANIFEST, "manifest")
+    assert summary["train"] == {"images": 12, "rejected": 1, "hotdog": 6, "not-hotdog": 6}
+    assert summary["test"] == {"images": 8, "rejected": 1, "hotdog": 4, "not-hotdog": 4}
+    rows = train.to_pylist()
+    assert [r["path"] for r in rows] == sorted(r["path"] for r in rows)
+    # Grey, palette, RGBA and CMYK images are kept (converted when loaded), not rejected.
+    assert {"RGB", "L", "P", "RGBA", "CMYK"} <= {r["mode"] for r in rows}
+    assert {"PNG", "JPEG"} == {r["format"] for r in rows}
+    first = rows[0]
+    assert first["path"] == "train/hotdog/0.png" and first["label"] == 0
+    assert (first["width"], first["height"]) == (40, 30) and len(first["sha1"]) == 40
+    assert all(r["label"] == (r["class_name"] == "not-hotdog") for r in rows)
+    rejects = paths.rejects.read_text().splitlines()
+    assert rejects[0] == "split,path,reason"
+    assert rejects[1].startswith("train,train/not-hotdog/1000.png,") and "truncated" in rejects[1]
+    assert len(rejects) == 3
+
+
+def test_same_input_gives_identical_bytes(tiny_project):
+    _, paths = run_manifest(workers=1)
+    first = paths.manifest_file("train").read_bytes()
+    paths.manifest_file("train").unlink()
+    run_manifest(workers=2)
+    assert paths.manifest_file("train").read_bytes() == first
+
+
+def test_parallel_probe_matches_serial(tiny_project):
+    items = list_images(tiny_project / "data/hotdog", "train")
+    serial = [probe_image(tiny_project / "data/hotdog", rel, label) for rel, label in items]
+    from stages.manifest import probe_all
+
+    assert probe_all(tiny_project / "data/hotdog", items * 10, workers=2) == serial * 10
+
+
+def test_too_many_rejects_fail_and_write_nothing(tiny_project):
+    (tiny_project / "params.yaml").write_text(
+        (tiny_project / "params.yaml").read_text().replace("max_reject_fraction: 0.2", "max_reject_fraction: 0.05"))
+    with pytest.raises(StageError, match=r"1 of 13 images in split 'train' do not decode .*train/not-hotdog/1000.png"):
+        run_manifest()
+    assert not (tiny_project / "data/manifest").exists()
+    assert not (tiny_project / "metrics").exists()
+
+
+def test_missing_class_folder(tiny_project):
+    shutil.rmtree(tiny_project / "data/hotdog/test/hotdog")
+    with pytest.raises(StageError, match=r"data/hotdog/test/hotdog is missing"):
+        run_manifest()
+
+
+def test_schema_is_checked_on_read(tmp_path):
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"path": ["a.png"], "label": [0]}), tmp_path / "train.parquet")
+    with pytest.raises(StageError, match=r"written by another version, run `dvc repro manifest`"):
+        read_table(tmp_path / "train.parquet", MANIFEST, "manifest")
+    with pytest.raises(StageError, match=r"is missing; run `dvc repro manifest`"):
+        read_table(tmp_path / "test.parquet", MANIFEST, "manifest")

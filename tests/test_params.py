@@ -1,0 +1,80 @@
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, repo_params, with_overrides, write_params
+from stages.params import ParamsError, load_params, parse_params, read_params
+
+
+def test_repo_params_load_and_match_the_seed():
+    p = read_params(REPO / "params.yaml")
+    assert (p.train.epochs, p.train.batch_size, p.train.image_size) == (5, 128, 224)
+    assert p.train.test_resize == 256
+    assert (p.finetune.lr, p.finetune.head_lr_mult, p.scratch.lr) == (5e-5, 10, 5e-4)
+    assert p.data.sha1 == "fba480ffa8aa7e0febbb511d181409f899b9baa5"
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"train.batch_size": "128"}, ["train.batch_size", "integer", "'128'"]),
+        ({"train.bach_size": 1}, ["unknown key", "train.bach_size"]),
+        ({"train.device": "gpu"}, ["train.device", "'gpu'"]),
+        ({"finetune.pretrained": "yes"}, ["finetune.pretrained", "boolean"]),
+        ({"data.sha1": "abc"}, ["data.sha1", "40 hex digits"]),
+        ({"weights.sha256": "f37072"}, ["weights.sha256", "8 to 64 hex digits"]),
+        ({"scratch.lr": -1.0}, ["scratch.lr", "greater than 0"]),
+        ({"manifest.max_reject_fraction": 2}, ["manifest.max_reject_fraction"]),
+    ],
+)
+def test_bad_value_names_the_key(change, words):
+    with pytest.raises(ParamsError) as err:
+        parse_params(with_overrides(repo_params(), change))
+    message = str(err.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_missing_key_is_named():
+    raw = repo_params()
+    del raw["train"]["precision"]
+    with pytest.raises(ParamsError, match=r"missing key 'train.precision'"):
+        parse_params(raw)
+
+
+def test_yaml_numbers_as_dvc_writes_them():
+    # `dvc exp run -S finetune.lr=5e-5` writes 5e-05, which YAML 1.1 readers take for a string.
+    p = parse_params(with_overrides(repo_params(), {"finetune.lr": 5e-05}))
+    assert p.finetune.lr == 5e-05
+
+
+def test_unparsable_yaml(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("seed: 0\ntrain: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        read_params(bad)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        read_params(tmp_path / "params.yaml")
+
+
+def test_a_stage_reaches_only_its_sections(tmp_path):
+    p = load_params("train", path=write_params(tmp_path / "params.yaml"))
+    assert p.train.image_size == 32 and p.paths.models.name == "models"
+    with pytest.raises(AttributeError):
+        p.finetune
+
+
+def test_stage_exits_with_one_line(tmp_path):
+    write_params(tmp_path / "params.yaml", {"train.epochs": "five"})
+    run = subprocess.run([sys.executable, "-m", "stages.scratch"], cwd=tmp_path, capture_output=True,
+                         text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        "error: scratch: params.yaml: key 'train.epochs': Input should be a valid integer "
+        "(got 'five'); correct it"
+    ]
