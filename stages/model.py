@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -20,8 +21,13 @@ def load_state(path: Path, what: str, stage: str) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise StageError(f"{what} {path} is missing; run `dvc repro {stage}`") from None
-    except Exception as err:  # unpickling errors come in many types
-        raise StageError(f"{what} {path} cannot be loaded ({type(err).__name__}: {err}); "
+    except pickle.UnpicklingError:
+        # Never fall back to weights_only=False: that would run code from the file.
+        raise StageError(f"{what} {path} cannot be loaded: it holds more than tensors and plain "
+                         f"values, which weights_only=True refuses; run `dvc repro {stage}`") from None
+    except Exception as err:  # a torn or foreign file fails in many ways
+        reason = (str(err).splitlines() or [""])[0][:200]
+        raise StageError(f"{what} {path} cannot be loaded ({type(err).__name__}: {reason}); "
                          f"run `dvc repro {stage}`") from None
     if not isinstance(state, dict):
         raise StageError(f"{what} {path} holds a {type(state).__name__}, not a dict; run `dvc repro {stage}`")

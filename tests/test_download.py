@@ -1,0 +1,231 @@
+"""The download and weights stages: safe extraction, layout checks, and runs against a
+real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from ruamel.yaml import YAML
+from servers import serve_directory
+
+from stages import download, fetch, weights
+from stages.errors import StageError
+from stages.params import CLASSES, SPLITS
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD = {f"{split}/{cls}/{i}.png": b"png" for split in SPLITS for cls in CLASSES for i in (0, 1)}
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fetch, "BASE_DELAY", 0.001)
+
+
+def make_zip(path: Path, members: dict[str, bytes]) -> Path:
+    """A zip holding exactly these member names, written as given (no normalising)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(zipfile.ZipInfo(name), data)
+    return path
+
+
+def write_params(root: Path, **sections: dict) -> None:
+    """The repo's params.yaml with some sections replaced, written into `root`."""
+    yaml = YAML(typ="safe", pure=True)
+    params = yaml.load((REPO / "params.yaml").read_text())
+    params.update(sections)
+    with (root / "params.yaml").open("w") as f:
+        yaml.dump(params, f)
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+# --- extraction ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("evil", ["../evil", "hotdog/../../evil", "/etc/x", "C:/x", "..\\evil"])
+def test_unsafe_members_are_refused_before_writing(tmp_path: Path, evil: str) -> None:
+    archive = make_zip(tmp_path / "raw" / "hotdog.zip", {**GOOD, evil: b"boom"})
+    images = tmp_path / "data" / "hotdog"
+    with pytest.raises(StageError) as err:
+        download.extract(archive, images)
+    assert repr(evil) in str(err.value) and str(archive) in str(err.value)
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "data" / "evil").exists()
+    assert not images.parent.exists() or list(images.parent.iterdir()) == []
+
+
+def test_a_missing_class_folder_is_named(tmp_path: Path) -> None:
+    members = {k: v for k, v in GOOD.items() if not k.startswith("test/not-hotdog/")}
+    archive = make_zip(tmp_path / "hotdog.zip", members)
+    images = tmp_path / "data" / "hotdog"
+    with pytest.raises(StageError) as err:
+        download.extract(archive, images)
+    assert "missing folder test/not-hotdog/" in str(err.value)
+    assert str(archive) in str(err.value)
+    assert list(images.parent.iterdir()) == []  # no images folder, no temp folder
+
+
+def test_an_empty_class_folder_is_refused(tmp_path: Path) -> None:
+    members = {k: v for k, v in GOOD.items() if not k.startswith("train/hotdog/")}
+    archive = make_zip(tmp_path / "hotdog.zip", {**members, "train/hotdog/": b""})
+    with pytest.raises(StageError, match="train/hotdog/ is empty"):
+        download.extract(archive, tmp_path / "images")
+    assert not (tmp_path / "images").exists()
+
+
+def test_a_top_folder_becomes_the_images_folder(tmp_path: Path) -> None:
+    members = {f"hotdog/{name}": data for name, data in GOOD.items()}
+    junk = {"__MACOSX/hotdog/train/._0.png": b"x", "hotdog/train/hotdog/.DS_Store": b"x"}
+    archive = make_zip(tmp_path / "hotdog.zip", {"hotdog/": b"", **members, **junk})
+    images = tmp_path / "data" / "hotdog"
+    download.extract(archive, images)
+    assert files_under(images) == sorted(GOOD)
+    assert (images / "train" / "hotdog" / "0.png").read_bytes() == b"png"
+    assert sorted(p.name for p in images.parent.iterdir()) == ["hotdog"]
+
+
+def test_splits_at_the_archive_root_work_too(tmp_path: Path) -> None:
+    archive = make_zip(tmp_path / "hotdog.zip", {**GOOD, "README.txt": b"hi"})
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "stale.png").write_bytes(b"old")  # a previous extraction is replaced
+    download.extract(archive, images)
+    assert files_under(images) == sorted(GOOD)
+
+
+def test_an_archive_without_splits_is_refused(tmp_path: Path) -> None:
+    archive = make_zip(tmp_path / "hotdog.zip", {"photos/a.png": b"x", "other/b.png": b"y"})
+    with pytest.raises(StageError, match=r"expected train and test .*\['other', 'photos'\]"):
+        download.extract(archive, tmp_path / "images")
+
+
+def test_a_corrupt_zip_is_a_clear_error(tmp_path: Path) -> None:
+    archive = tmp_path / "hotdog.zip"
+    archive.write_bytes(b"PK\x03\x04 this is not really a zip" * 10)
+    with pytest.raises(StageError, match="corrupt zip archive"):
+        download.extract(archive, tmp_path / "images")
+    assert not (tmp_path / "images").exists()
+
+
+def test_outputs_and_sections() -> None:
+    paths = type("P", (), {"zip": Path("z"), "images": Path("i"), "weights": Path("w")})
+    assert download.outputs(paths) == [Path("z"), Path("i")]
+    assert weights.outputs(paths) == [Path("w")]
+    assert (download.SECTIONS, weights.SECTIONS) == (("data",), ("weights",))
+
+
+# --- the download stage, end to end ---------------------------------------------------
+
+
+def run_stage(module: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", module], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def hotdog_zip(tmp_path: Path) -> Path:
+    members = {f"hotdog/{name}": data for name, data in GOOD.items()}
+    return make_zip(tmp_path / "www" / "hotdog.zip", members)
+
+
+def test_download_stage_fetches_and_extracts(tmp_path: Path, hotdog_zip: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    sha1 = hashlib.sha1(hotdog_zip.read_bytes()).hexdigest()
+    with serve_directory(hotdog_zip.parent) as url:
+        write_params(work, data={"url": f"{url}/hotdog.zip", "sha1": sha1})
+        result = run_stage("stages.download", work)
+    assert result.returncode == 0, result.stderr
+    assert (work / "data/raw/hotdog.zip").read_bytes() == hotdog_zip.read_bytes()
+    assert files_under(work / "data/hotdog") == sorted(GOOD)
+
+
+def test_download_stage_reports_a_sha1_mismatch(tmp_path: Path, hotdog_zip: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    wrong = "0" * 40
+    with serve_directory(hotdog_zip.parent) as url:
+        write_params(work, data={"url": f"{url}/hotdog.zip", "sha1": wrong})
+        result = run_stage("stages.download", work)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: download: {url}/hotdog.zip: sha1 mismatch")
+    assert wrong in lines[0] and hashlib.sha1(hotdog_zip.read_bytes()).hexdigest() in lines[0]
+    assert files_under(work) == ["params.yaml"]
+
+
+# --- the weights stage ----------------------------------------------------------------
+
+
+@pytest.fixture
+def run_weights_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Serve one file and run the weights stage's main() on it, in a scratch repo root."""
+
+    def run(path: Path, sha256: str) -> Path:
+        work = tmp_path / "work"
+        work.mkdir(exist_ok=True)
+        monkeypatch.chdir(work)
+        with serve_directory(path.parent) as url:
+            write_params(work, weights={"url": f"{url}/{path.name}", "sha256": sha256})
+            weights.main()
+        return work / "data" / "weights" / "resnet18.pth"
+
+    return run
+
+
+def test_weights_stage_verifies_a_prefix_and_loads(tmp_path: Path, run_weights_stage) -> None:
+    torch.manual_seed(0)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    served = tmp_path / "www" / "resnet18-abcd1234.pth"
+    served.parent.mkdir()
+    torch.save(state, served)
+    sha256 = hashlib.sha256(served.read_bytes()).hexdigest()
+    out = run_weights_stage(served, sha256[:8])
+    assert out.read_bytes() == served.read_bytes()
+    loaded = weights.load_weights(out, "test")
+    assert torch.equal(loaded["fc.weight"], state["fc.weight"])
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ({"fc.weight": torch.zeros(2, 2)}, "without conv1.weight"),
+        ([torch.zeros(1)], "holds a list"),
+        ({"conv1.weight": torch.zeros(1), "fc.weight": "x"}, "not every value is a tensor"),
+        (b"not a torch file at all", "not a loadable PyTorch file"),
+    ],
+)
+def test_weights_stage_refuses_what_is_not_a_resnet_state_dict(
+    tmp_path: Path, run_weights_stage, content: object, problem: str
+) -> None:
+    served = tmp_path / "www" / "weights.pth"
+    served.parent.mkdir()
+    if isinstance(content, bytes):
+        served.write_bytes(content)
+    else:
+        torch.save(content, served)
+    sha256 = hashlib.sha256(served.read_bytes()).hexdigest()
+    with pytest.raises(StageError) as err:
+        run_weights_stage(served, sha256)
+    message = str(err.value)
+    assert problem in message and "weights.url" in message and "\n" not in message
+    assert not (tmp_path / "work" / "data" / "weights").exists() or not any(
+        (tmp_path / "work" / "data" / "weights").iterdir()
+    )
+
+
+def test_check_state_dict_accepts_a_resnet() -> None:
+    weights.check_state_dict(torchvision.models.resnet18(weights=None).state_dict(), "x")

@@ -1,0 +1,52 @@
+import random
+
+import pytest
+import torch
+
+from stages.evaluate import confusion, per_class, roc_auc, score
+
+
+def brute_auc(scores, positive):
+    pos = [s for s, p in zip(scores, positive) if p]
+    neg = [s for s, p in zip(scores, positive) if not p]
+    wins = sum((a > b) + 0.5 * (a == b) for a in pos for b in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_roc_auc_matches_pairwise_counting_with_ties():
+    rng = random.Random(0)
+    for _ in range(20):
+        scores = [rng.choice([0.1, 0.2, 0.5, 0.7, 0.9]) for _ in range(40)]
+        positive = [rng.random() < 0.4 for _ in range(40)]
+        if 0 < sum(positive) < 40:
+            assert roc_auc(scores, positive) == pytest.approx(brute_auc(scores, positive))
+    assert roc_auc([0.9, 0.8, 0.1], [True, True, False]) == 1.0
+    assert roc_auc([0.1, 0.2], [True, False]) == 0.0
+
+
+def test_roc_auc_undefined_with_one_class():
+    assert roc_auc([0.3, 0.4], [True, True]) is None
+
+
+def test_per_class_from_confusion():
+    counts = confusion([0, 0, 0, 1, 1], [0, 0, 1, 1, 0])
+    assert counts == [[2, 1], [1, 1]]
+    stats = per_class(counts)
+    assert stats["hotdog"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
+    assert stats["not-hotdog"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
+    assert per_class([[0, 0], [2, 0]])["not-hotdog"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+
+
+def test_score_on_known_logits():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    metrics, columns = score(logits, labels)
+    assert metrics["accuracy"] == 0.5 and metrics["images"] == 4
+    assert metrics["confusion"] == {"hotdog": {"hotdog": 1, "not-hotdog": 1},
+                                    "not-hotdog": {"hotdog": 1, "not-hotdog": 1}}
+    expected_loss = torch.nn.functional.cross_entropy(logits, labels).item()
+    assert metrics["loss"] == pytest.approx(expected_loss)
+    assert columns["predicted"] == [0, 1, 0, 1]
+    assert columns["prob_hotdog"][0] == pytest.approx(torch.tensor([2.0, 0.0]).softmax(0)[0].item())
+    # hotdog scores: 0.88 (pos), 0.27 (pos), 0.73 (neg), 0.05 (neg) -> 3 of 4 pairs ordered
+    assert metrics["roc_auc"] == pytest.approx(0.75)
