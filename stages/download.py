@@ -10,18 +10,17 @@ import shutil
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
-from types import SimpleNamespace
 
 from stages.errors import StageError, run_main
 from stages.fetch import fetch
 from stages.files import atomic_path
-from stages.params import CLASSES, SPLITS, load_params
+from stages.params import CLASSES, SPLITS, Paths, load_params
 
 SECTIONS = ("data",)
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-def outputs(paths: SimpleNamespace) -> list[Path]:
+def outputs(paths: Paths) -> list[Path]:
     """The files and folders this stage writes."""
     return [paths.zip, paths.images]
 

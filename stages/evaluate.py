@@ -93,7 +93,7 @@ def score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[dict, dict]:
 
 def load_model(paths: Paths, run: str, device: torch.device) -> torch.nn.Module:
     """A trained checkpoint, loaded with weights_only=True, ready for inference."""
-    checkpoint = load_state(paths.checkpoint(run), "checkpoint", run)
+    checkpoint = load_state(paths.checkpoint(run), f"checkpoint {paths.checkpoint(run)}", f"run `dvc repro {run}`")
     if "state_dict" not in checkpoint:
         raise StageError(f"checkpoint {paths.checkpoint(run)} has no state_dict; run `dvc repro {run}`")
     model = build_model(None, "default")

@@ -154,7 +154,9 @@ def train_run(run: str, seed: int, params: TrainParams, run_params: RunParams, p
     device = pick_device(params.device)
     precision = pick_precision(params.precision, device)
     seed_everything(seed)
-    pretrained = load_state(paths.weights, "weights file", "weights") if run_params.pretrained else None
+    pretrained = None
+    if run_params.pretrained:
+        pretrained = load_state(paths.weights, f"weights file {paths.weights}", "run `dvc repro weights`")
     model = build_model(pretrained, run_params.head_init).to(device, memory_format=torch.channels_last)
     train_set = ManifestDataset(read_table(paths.manifest_file("train"), MANIFEST, "manifest"),
                                 paths.images, params, seed)

@@ -6,19 +6,19 @@ Run from the repo root: python -m stages.weights
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 from stages.errors import StageError, run_main
 from stages.fetch import fetch
-from stages.params import load_params
+from stages.model import load_state
+from stages.params import Paths, load_params
 
 SECTIONS = ("weights",)
 REQUIRED_KEYS = ("conv1.weight", "fc.weight")  # the first and last layers of a ResNet
 
 
-def outputs(paths: SimpleNamespace) -> list[Path]:
+def outputs(paths: Paths) -> list[Path]:
     """The files this stage writes."""
     return [paths.weights]
 
@@ -38,13 +38,7 @@ def check_state_dict(state: object, source: str) -> None:
 
 def load_weights(path: Path, source: str) -> dict[str, torch.Tensor]:
     """Load a state dict without running pickled code, and check it is a ResNet's."""
-    try:
-        # weights_only: a tampered file cannot run code, it just fails to load.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types here; one line is what the user needs
-        first = (str(err).strip().splitlines() or [""])[0][:200]
-        raise StageError(f"{source}: not a loadable PyTorch file ({type(err).__name__}: "
-                         f"{first}); check weights.url in params.yaml") from None
+    state = load_state(path, source, "check weights.url in params.yaml")
     check_state_dict(state, source)
     return state
 

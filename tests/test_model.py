@@ -9,7 +9,7 @@ from synthetic import write_weights
 
 def test_pretrained_weights_are_loaded_and_the_head_replaced(tmp_path):
     write_weights(tmp_path / "w.pth", seed=3)
-    state = load_state(tmp_path / "w.pth", "weights file", "weights")
+    state = load_state(tmp_path / "w.pth", f"weights file {tmp_path}/w.pth", "run `dvc repro weights`")
     model = build_model(state, "xavier")
     assert torch.equal(model.conv1.weight, state["conv1.weight"])
     assert torch.equal(model.layer4[1].bn2.running_mean, state["layer4.1.bn2.running_mean"])
@@ -34,18 +34,18 @@ def test_wrong_state_dict_is_a_clear_error():
 def test_load_state_refuses_bad_files(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(StageError, match=r"junk.pt cannot be loaded.*dvc repro weights"):
-        load_state(tmp_path / "junk.pt", "weights file", "weights")
+        load_state(tmp_path / "junk.pt", f"weights file {tmp_path}/junk.pt", "run `dvc repro weights`")
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(StageError, match="holds a list, not a dict"):
-        load_state(tmp_path / "list.pt", "weights file", "weights")
+        load_state(tmp_path / "list.pt", f"weights file {tmp_path}/list.pt", "run `dvc repro weights`")
     with pytest.raises(StageError, match="missing; run `dvc repro weights`"):
-        load_state(tmp_path / "none.pt", "weights file", "weights")
+        load_state(tmp_path / "none.pt", f"weights file {tmp_path}/none.pt", "run `dvc repro weights`")
 
 
 def test_weights_only_refuses_pickled_code(tmp_path):
     torch.save({"evil": nn.Linear(1, 1)}, tmp_path / "module.pt")  # a pickled module, not tensors
     with pytest.raises(StageError, match="cannot be loaded"):
-        load_state(tmp_path / "module.pt", "checkpoint", "finetune")
+        load_state(tmp_path / "module.pt", f"checkpoint {tmp_path}/module.pt", "run `dvc repro finetune`")
 
 
 def test_param_groups_give_the_head_ten_times_the_lr():
