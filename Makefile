@@ -1,9 +1,15 @@
 # Two commands do all the set-up: `make run` (the whole pipeline) and `make test`.
+# `make ui` serves the pipeline as a Prefect deployment, with a local Prefect server.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The browser test drives Debian's Chromium; Playwright never downloads a browser here.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Stage commands say `python -m stages.<name>`: the venv's bin goes first on PATH.
+WITH_VENV := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: run test clean-venv
+.PHONY: run test ui clean-venv
 
 # The venv is rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -12,12 +18,18 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -e '.[test]'
 	touch $@
 
-# Stage commands say `python -m stages.<name>`: the venv's bin goes first on PATH.
-run: $(VENV)/.installed
-	PATH="$(abspath $(BIN)):$$PATH" dvc repro
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
-test: $(VENV)/.installed
-	PATH="$(abspath $(BIN)):$$PATH" python -m pytest
+run: $(VENV)/.installed
+	$(WITH_VENV) dvc repro
+
+test: $(VENV)/.installed $(CHROMIUM)
+	$(WITH_VENV) python -m pytest
+
+ui: $(VENV)/.installed
+	$(WITH_VENV) python -m flows.ui
 
 clean-venv:
 	rm -rf $(VENV)

@@ -6,8 +6,15 @@ import sys
 from typing import Callable
 
 
+# The exit status of a stage that failed in a way a later try may not (a network outage):
+# EX_TEMPFAIL from sysexits.h. The Prefect flow retries a stage only on this status.
+TRANSIENT_EXIT = 75
+
+
 class StageError(Exception):
     """An error whose message already says what is wrong, where, and what to do."""
+
+    exit_code = 1
 
 
 def run_main(stage: str, main: Callable[[], None]) -> None:
@@ -16,7 +23,7 @@ def run_main(stage: str, main: Callable[[], None]) -> None:
         main()
     except StageError as err:
         print(f"error: {stage}: {err}", file=sys.stderr, flush=True)
-        sys.exit(1)
+        sys.exit(err.exit_code)
     except KeyboardInterrupt:
         print(f"error: {stage}: interrupted; outputs were not written", file=sys.stderr)
         sys.exit(130)

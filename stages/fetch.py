@@ -21,7 +21,7 @@ from urllib.request import Request, url2pathname, urlopen
 
 from tqdm import tqdm
 
-from stages.errors import StageError
+from stages.errors import TRANSIENT_EXIT, StageError
 
 # Module constants rather than arguments so that tests can shrink them with monkeypatch.
 ATTEMPTS = 5
@@ -39,6 +39,8 @@ class FetchError(StageError):
 
 class DownloadError(FetchError):
     """A transient network failure that outlasted the retries; retrying later may help."""
+
+    exit_code = TRANSIENT_EXIT
 
 
 class SourceError(FetchError):

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML, YAMLError
 
 from stages.errors import StageError
+from stages.files import atomic_path
 
 PARAMS_FILE = Path("params.yaml")
 SPLITS = ("train", "test")
@@ -182,6 +183,41 @@ def read_params(path: Path = PARAMS_FILE) -> Params:
         line = f" line {where.line + 1}" if where else ""
         raise ParamsError(f"{path}:{line} is not valid YAML; fix the syntax") from None
     return parse_params(raw, Path(path))
+
+
+def apply_overrides(overrides: dict[str, Any], path: Path = PARAMS_FILE) -> dict[str, tuple[Any, Any]]:
+    """Set dotted keys ("scratch.lr") in the params file, keeping its comments.
+
+    Validates the result first: an unknown key or a bad value is a ParamsError and the
+    file is left as it was. Returns {key: (old, new)} for the values that changed.
+    """
+    yaml = YAML()  # round-trip: comments and key order survive
+    doc = yaml.load(Path(path).read_text())
+    changed = {}
+    for dotted, value in overrides.items():
+        *parents, last = dotted.split(".")
+        node = doc
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or last not in node or isinstance(node[last], dict):
+            raise ParamsError(f"{path}: unknown key '{dotted}' in the overrides; use a key that params.yaml has")
+        if node[last] != value:
+            changed[dotted] = (node[last], value)
+            node[last] = value
+    parse_params(_plain(doc), Path(path))
+    if changed:
+        with atomic_path(Path(path)) as tmp, tmp.open("w") as f:
+            yaml.dump(doc, f)
+    return changed
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's round-trip containers as plain dicts, lists and scalars."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
 
 
 def load_params(*sections: str, path: Path = PARAMS_FILE) -> SimpleNamespace:

@@ -231,9 +231,12 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     return lines + [""]
 
 
-def _comparison_table(summaries: dict, evaluation: dict) -> list[str]:
-    header = ("run", "train loss", "train acc", "test acc", "ROC-AUC",
-              "examples/sec", "examples/sec (wall)", "device", "precision")
+COMPARISON_HEADER = ("run", "train loss", "train acc", "test acc", "ROC-AUC",
+                     "examples/sec", "examples/sec (wall)", "device", "precision")
+
+
+def comparison_rows(summaries: dict, evaluation: dict) -> list[tuple[str, ...]]:
+    """Both runs and d2l's published figures, one row each, as formatted strings."""
     rows = []
     for run in RUNS:
         s, m, seed = summaries[run], evaluation[run], SEED_PUBLISHED[run]
@@ -243,7 +246,11 @@ def _comparison_table(summaries: dict, evaluation: dict) -> list[str]:
         rows.append((f"{RUN_TITLES[run]} (d2l)", f"{seed['loss']:.3f}", f"{seed['train_acc']:.3f}",
                      f"{seed['test_acc']:.3f}", "—", f"{seed['examples_per_sec']:.1f}", "—",
                      "2 GPUs", "fp32"))
-    return _table(header, rows)
+    return rows
+
+
+def _comparison_table(summaries: dict, evaluation: dict) -> list[str]:
+    return _table(COMPARISON_HEADER, comparison_rows(summaries, evaluation))
 
 
 def _per_class_table(evaluation: dict) -> list[str]:

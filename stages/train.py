@@ -6,6 +6,7 @@ models/<run>.pt and metrics/<run>.json, metrics/<run>_epochs.json.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -45,6 +46,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)  # CUDA runs async; time the work, not its launch
 
 
+def batches(loader, desc: str) -> Iterator:
+    """The loader's batches, with progress: a bar on a terminal, else a line per tenth.
+
+    The plain lines ("finetune epoch 1/5: batch 4/16") are what a log shows, and what the
+    Prefect flow reads to update its progress artifact.
+    """
+    if sys.stderr.isatty():
+        yield from tqdm(loader, desc=desc, unit="batch", leave=False)
+        return
+    total = len(loader)
+    every = max(1, total // 10)
+    for i, batch in enumerate(loader, 1):
+        yield batch
+        if i % every == 0 or i == total:
+            print(f"{desc}: batch {i}/{total}", flush=True)
+
+
 def train_one_epoch(model: nn.Module, loader, optimizer, device: torch.device, precision: str,
                     desc: str) -> EpochStats:
     """One pass over `loader` with the seed's summed cross-entropy loss."""
@@ -52,7 +70,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, device: torch.device, p
     loss_fn = nn.CrossEntropyLoss(reduction="none")
     loss_sum, correct, examples, step_seconds = 0.0, 0, 0, 0.0
     wall_start = time.perf_counter()
-    for x, y in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
+    for x, y in batches(loader, desc):
         _sync(device)
         start = time.perf_counter()
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
 
-from synthetic import dataset_files, write_tree
+from servers import serve_directory
+from synthetic import dataset_files, write_tree, write_weights, write_zip
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,3 +61,58 @@ def tiny_project(tmp_path, monkeypatch) -> Path:
     write_tree(tmp_path / "data", dataset_files({"train": 6, "test": 4}, corrupt=1))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+# ---------------------------------------------------------------- whole-project tests
+
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+       "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+       "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+
+def sh(cwd: Path, *args: str) -> str:
+    """Run a command (no shell); fail the test with its output if it fails."""
+    run = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
+    assert run.returncode == 0, f"{' '.join(args)} failed:\n{run.stdout}\n{run.stderr}"
+    return run.stdout + run.stderr
+
+
+def ran(output: str) -> list[str]:
+    """The stages a `dvc repro` output says it ran."""
+    return re.findall(r"Running stage '([\w@-]+)'", output)
+
+
+def copy_project(dest: Path) -> Path:
+    """The repo's files (tracked, or new and not ignored) in a fresh git repo, as a clone has them."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO, capture_output=True, text=True, check=True)
+    for rel in listed.stdout.split():
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    sh(dest, "git", "init", "-q")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory):
+    """hotdog.zip and a stand-in weights file on a local HTTP server: (url, sha1, url, sha256)."""
+    root = tmp_path_factory.mktemp("served")
+    sha1 = write_zip(root / "hotdog.zip", dataset_files({"train": 8, "test": 6}, corrupt=1))
+    sha256 = write_weights(root / "resnet18-stand-in.pth")
+    with serve_directory(root) as base:
+        yield f"{base}/hotdog.zip", sha1, f"{base}/resnet18-stand-in.pth", sha256
+
+
+def served_overrides(served) -> dict:
+    """Params that point the pipeline at the served files, shrunk further for speed."""
+    data_url, sha1, weights_url, sha256 = served
+    return {"data.url": data_url, "data.sha1": sha1, "weights.url": weights_url,
+            "weights.sha256": sha256[:8], "train.batch_size": 8, "train.num_workers": 1}
+
+
+def make_project(dest: Path, served, overrides: dict | None = None) -> Path:
+    """A fresh copy of the project whose tiny params.yaml points at the served files."""
+    copy_project(dest)
+    write_params(dest / "params.yaml", {**served_overrides(served), **(overrides or {})})
+    return dest

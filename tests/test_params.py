@@ -1,10 +1,11 @@
+import re
 import subprocess
 import sys
 
 import pytest
 
 from conftest import REPO, repo_params, with_overrides, write_params
-from stages.params import ParamsError, load_params, parse_params, read_params
+from stages.params import ParamsError, apply_overrides, load_params, parse_params, read_params
 
 
 def test_repo_params_load_and_match_the_seed():
@@ -78,3 +79,32 @@ def test_stage_exits_with_one_line(tmp_path):
         "error: scratch: params.yaml: key 'train.epochs': Input should be a valid integer "
         "(got 'five'); correct it"
     ]
+
+
+def test_overrides_keep_comments_and_report_changes(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    changed = apply_overrides({"scratch.lr": 0.001, "train.epochs": 5, "train.device": "cpu"}, path)
+    assert changed == {"scratch.lr": (5e-4, 0.001), "train.device": ("auto", "cpu")}
+    text = path.read_text()
+    assert "# Learning rates follow the seed exactly" in text
+    p = read_params(path)
+    assert p.scratch.lr == 0.001 and p.train.device == "cpu" and p.finetune.lr == 5e-5
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"scratch.lrr": 0.1}, "unknown key 'scratch.lrr'"),
+        ({"train": 3}, "unknown key 'train'"),
+        ({"nope.lr": 0.1}, "unknown key 'nope.lr'"),
+        ({"train.epochs": "ten"}, "key 'train.epochs': Input should be a valid integer"),
+    ],
+)
+def test_bad_overrides_change_nothing(tmp_path, overrides, words):
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    before = path.read_bytes()
+    with pytest.raises(ParamsError, match=re.escape(words)):
+        apply_overrides(overrides, path)
+    assert path.read_bytes() == before

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,55 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, write_params
-from servers import serve_directory
-from synthetic import dataset_files, write_weights, write_zip
+from conftest import make_project, ran, served_overrides, sh, write_params
 
 pytestmark = pytest.mark.slow
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-       "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-       "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-
-
-def sh(cwd: Path, *args: str) -> str:
-    """Run a command (no shell), fail the test with its output if it fails."""
-    run = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
-    assert run.returncode == 0, f"{' '.join(args)} failed:\n{run.stdout}\n{run.stderr}"
-    return run.stdout + run.stderr
-
-
-def ran(output: str) -> list[str]:
-    """The stages a `dvc repro` output says it ran."""
-    return re.findall(r"Running stage '([\w@-]+)'", output)
-
-
-def copy_project(dest: Path) -> Path:
-    """The repo's committed files in a fresh git repo, as a user's clone would have them."""
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True)
-    for rel in files.stdout.split():
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, dest / rel)
-    sh(dest, "git", "init", "-q")
-    return dest
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """hotdog.zip and a stand-in weights file on a local HTTP server: (url, sha1, url, sha256)."""
-    root = tmp_path_factory.mktemp("served")
-    sha1 = write_zip(root / "hotdog.zip", dataset_files({"train": 8, "test": 6}, corrupt=1))
-    sha256 = write_weights(root / "resnet18-stand-in.pth")
-    with serve_directory(root) as base:
-        yield f"{base}/hotdog.zip", sha1, f"{base}/resnet18-stand-in.pth", sha256
 
 
 def test_dvc_repro_end_to_end(served, tmp_path):
-    data_url, sha1, weights_url, sha256 = served
-    project = copy_project(tmp_path / "project")
-    overrides = {"data.url": data_url, "data.sha1": sha1,
-                 "weights.url": weights_url, "weights.sha256": sha256[:8],
-                 "train.batch_size": 8, "train.num_workers": 1}
-    write_params(project / "params.yaml", overrides)
+    project = make_project(tmp_path / "project", served)
 
     first = sh(project, "dvc", "repro")
     assert ran(first) == ["download", "weights", "manifest", "finetune", "scratch", "evaluate", "report"]
@@ -75,7 +29,7 @@ def test_dvc_repro_end_to_end(served, tmp_path):
 
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "first run")
-    write_params(project / "params.yaml", {**overrides, "scratch.lr": 0.05})
+    write_params(project / "params.yaml", {**served_overrides(served), "scratch.lr": 0.05})
     third = sh(project, "dvc", "repro")
     assert ran(third) == ["scratch", "evaluate", "report"]
     sh(project, "git", "add", "-A")

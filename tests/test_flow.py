@@ -1,0 +1,208 @@
+"""The Prefect flow against a real Prefect server, started the way `make ui` starts it,
+with runs from the API (as the UI's Run button makes them) and a look in real Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from conftest import ENV, make_project, ran, sh
+from flows.pipeline import STAGES, hotdog_pipeline
+
+pytestmark = pytest.mark.slow
+CHROMIUM = "/usr/bin/chromium"
+# As root, in a sandbox with no network: no sandbox, no GPU, no background traffic.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DEPLOYMENT = "hotdog-pipeline/local"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_deployment(api: str, ui: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Until `make ui`'s process has registered the deployment."""
+    deadline = time.monotonic() + timeout
+    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            assert ui.poll() is None, f"flows.ui exited:\n{log.read_text()}"
+            try:
+                client.read_deployment_by_name(DEPLOYMENT)
+                return
+            except Exception:  # not up yet, or not registered yet
+                time.sleep(1)
+    raise AssertionError(f"no deployment after {timeout} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def ui(served, tmp_path_factory):
+    """`python -m flows.ui` in a fresh project, on a free loopback port: (api url, project)."""
+    project = make_project(tmp_path_factory.mktemp("ui") / "project", served)
+    api = f"http://127.0.0.1:{free_port()}/api"
+    home = tmp_path_factory.mktemp("prefect-home")
+    env = {**ENV, "PREFECT_API_URL": api, "PREFECT_HOME": str(home)}
+    log = home / "ui.log"
+    with log.open("w") as out:
+        # Its own session, so that the server it starts is stopped with it.
+        process = subprocess.Popen([sys.executable, "-m", "flows.ui"], cwd=project, env=env,
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_deployment(api, process, log)
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            yield api, project
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def ui_run(ui):
+    """One run of the deployment, started through the API as the UI's Run button does."""
+    api, project = ui
+    flow_run = run_deployment(DEPLOYMENT, parameters={}, timeout=900, poll_interval=2)
+    return api, project, flow_run
+
+
+def logs_of(flow_run_id) -> list[str]:
+    """Every log line of a flow run and its tasks, oldest first."""
+    messages, offset = [], 0
+    with get_client(sync_client=True) as client:
+        while page := client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                                       limit=200, offset=offset):
+            messages += [log.message for log in page]
+            offset += len(page)
+    return messages
+
+
+def task_runs_of(flow_run_id) -> dict[str, object]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {run.name: run for run in runs}
+
+
+def artifacts_of(flow_run_id) -> dict[str, object]:
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {a.key: a for a in artifacts}
+
+
+def test_a_run_from_the_ui_completes_with_its_artifacts(ui_run, tmp_path):
+    api, project, flow_run = ui_run
+    assert flow_run.state.is_completed(), flow_run.state
+    tasks = task_runs_of(flow_run.id)
+    assert set(tasks) == set(STAGES) and all(t.state.is_completed() for t in tasks.values())
+    logs = logs_of(flow_run.id)
+    assert any(line.startswith("finetune epoch 1/1: batch") for line in logs)  # streamed progress
+    assert any(line.startswith("scratch epoch 1/1: loss") for line in logs)
+    artifacts = artifacts_of(flow_run.id)
+    assert {"hotdog-metrics", "hotdog-report", "hotdog-progress", "hotdog-link-report",
+            "hotdog-link-plots", "hotdog-figures"} <= set(artifacts)
+    table = json.loads(artifacts["hotdog-metrics"].data)
+    assert [row["run"] for row in table] == ["fine-tune (ours)", "fine-tune (d2l)", "scratch (ours)", "scratch (d2l)"]
+    assert artifacts["hotdog-progress"].data == 100.0
+    assert "# Hotdog recognition" in artifacts["hotdog-report"].data
+    # Prefect stores a link artifact as markdown: [text](url).
+    assert f"({(project / 'reports/report.md').as_uri()})" in artifacts["hotdog-link-report"].data
+    assert f"({(project / 'dvc_plots/index.html').as_uri()})" in artifacts["hotdog-link-plots"].data
+    assert f"({(project / 'reports/figures/curves.png').as_uri()})" in artifacts["hotdog-figures"].data
+
+    page_url = api.removesuffix("/api") + f"/runs/flow-run/{flow_run.id}"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(page_url)
+        page.get_by_text("Completed").first.wait_for(timeout=60_000)
+        page.get_by_text(f"{len(STAGES)} Task runs").first.wait_for(timeout=30_000)  # loads later
+        run_page = page.inner_text("body")
+        page.get_by_text("Artifacts", exact=True).click()
+        page.get_by_text("hotdog-metrics").first.wait_for(timeout=30_000)
+        page.screenshot(path=tmp_path / "flow-run-artifacts.png", full_page=True)
+        page.get_by_text("hotdog-metrics").first.click()  # the table itself
+        page.get_by_text("fine-tune (ours)").first.wait_for(timeout=30_000)
+        page.screenshot(path=tmp_path / "metrics-table.png", full_page=True)
+        table_page = page.inner_text("body")
+        browser.close()
+    assert "Completed" in run_page and "hotdog-pipeline" in run_page
+    for cell in ("fine-tune (d2l)", "0.939", "scratch (d2l)", "0.843", table[0]["test acc"]):
+        assert cell in table_page
+    assert (tmp_path / "flow-run-artifacts.png").stat().st_size > 10_000
+
+
+def test_after_a_flow_run_dvc_has_nothing_to_do(ui_run, monkeypatch):
+    api, project, _ = ui_run
+    assert "Data and pipelines are up to date" in sh(project, "dvc", "status")
+    assert ran(sh(project, "dvc", "repro")) == []
+    monkeypatch.chdir(project)
+    state = hotdog_pipeline(return_state=True)
+    assert state.is_completed()
+    logs = logs_of(state.state_details.flow_run_id)
+    assert not [line for line in logs if line.startswith("Running stage")]
+    for stage in STAGES:
+        assert f"{stage}: up to date, not run (nothing it uses changed since dvc.lock)" in logs
+
+
+def test_an_override_shows_in_dvc_and_changes_the_metrics(ui_run, tmp_path, monkeypatch):
+    _, base, _ = ui_run
+    project = tmp_path / "project"
+    shutil.copytree(base, project, symlinks=True)
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "base run")
+    monkeypatch.chdir(project)
+    state = hotdog_pipeline(scratch_lr=0.05, return_state=True)
+    assert state.is_completed()
+    params = json.loads(sh(project, "dvc", "params", "diff", "--json"))["params.yaml"]
+    assert list(params) == ["scratch.lr"] and params["scratch.lr"]["new"] == 0.05
+    metrics = json.loads(sh(project, "dvc", "metrics", "diff", "--json"))
+    changed = {f"{file}:{key}" for file, keys in metrics.items() for key in keys}
+    assert "metrics/scratch.json:loss" in changed and "metrics/evaluate.json:scratch.loss" in changed
+    assert not any("finetune" in key for key in changed)
+    assert ran("\n".join(logs_of(state.state_details.flow_run_id))) == ["scratch", "evaluate", "report"]
+
+
+def test_a_bad_override_fails_the_run_before_any_stage(ui_run, monkeypatch):
+    _, project, _ = ui_run
+    before = (project / "params.yaml").read_bytes()
+    monkeypatch.chdir(project)
+    state = hotdog_pipeline(params={"train.epoch": 2}, return_state=True)
+    assert state.is_failed()
+    assert "unknown key 'train.epoch'" in state.message
+    assert task_runs_of(state.state_details.flow_run_id) == {}
+    assert (project / "params.yaml").read_bytes() == before
+
+
+def test_a_wrong_sha1_fails_at_once_and_stops_the_flow(ui, served, tmp_path):
+    api, _ = ui
+    project = make_project(tmp_path / "project", served)
+    run = subprocess.run([sys.executable, "-m", "flows.pipeline", "--data-sha1", "0" * 40],
+                         cwd=project, env={**ENV, "PREFECT_API_URL": api}, capture_output=True, text=True)
+    assert run.returncode == 1
+    with get_client(sync_client=True) as client:
+        (flow_run,) = client.read_flow_runs(limit=1, sort=FlowRunSort.START_TIME_DESC)
+    assert flow_run.state.is_failed()
+    assert "sha1 mismatch: expected 0000000000000000000000000000000000000000" in flow_run.state.message
+    logs = logs_of(flow_run.id)
+    assert any("error: download:" in line and "sha1 mismatch" in line for line in logs)
+    tasks = task_runs_of(flow_run.id)
+    assert list(tasks) == ["download"] and tasks["download"].run_count == 1  # no retry
+    assert not (project / "data" / "hotdog").exists()
