@@ -95,6 +95,16 @@ def logs_of(flow_run_id) -> list[str]:
     return messages
 
 
+def logs_with(flow_run_id, *needed: str, timeout: float = 60) -> list[str]:
+    """The run's logs once some line holds each needed text: Prefect ships logs in batches."""
+    deadline = time.monotonic() + timeout
+    while True:
+        logs = logs_of(flow_run_id)
+        if all(any(text in line for line in logs) for text in needed) or time.monotonic() > deadline:
+            return logs
+        time.sleep(1)
+
+
 def task_runs_of(flow_run_id) -> dict[str, object]:
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
@@ -112,7 +122,7 @@ def test_a_run_from_the_ui_completes_with_its_artifacts(ui_run, tmp_path):
     assert flow_run.state.is_completed(), flow_run.state
     tasks = task_runs_of(flow_run.id)
     assert set(tasks) == set(STAGES) and all(t.state.is_completed() for t in tasks.values())
-    logs = logs_of(flow_run.id)
+    logs = logs_with(flow_run.id, "report: wrote reports/report.md and reports/figures/")
     assert any(line.startswith("finetune epoch 1/1: batch") for line in logs)  # streamed progress
     assert any(line.startswith("scratch epoch 1/1: loss") for line in logs)
     artifacts = artifacts_of(flow_run.id)
@@ -156,10 +166,11 @@ def test_after_a_flow_run_dvc_has_nothing_to_do(ui_run, monkeypatch):
     monkeypatch.chdir(project)
     state = hotdog_pipeline(return_state=True)
     assert state.is_completed()
-    logs = logs_of(state.state_details.flow_run_id)
+    expected = [f"{stage}: up to date, not run (nothing it uses changed since dvc.lock)" for stage in STAGES]
+    logs = logs_with(state.state_details.flow_run_id, *expected)
     assert not [line for line in logs if line.startswith("Running stage")]
-    for stage in STAGES:
-        assert f"{stage}: up to date, not run (nothing it uses changed since dvc.lock)" in logs
+    for line in expected:
+        assert line in logs
 
 
 def test_an_override_shows_in_dvc_and_changes_the_metrics(ui_run, tmp_path, monkeypatch):
@@ -177,7 +188,8 @@ def test_an_override_shows_in_dvc_and_changes_the_metrics(ui_run, tmp_path, monk
     changed = {f"{file}:{key}" for file, keys in metrics.items() for key in keys}
     assert "metrics/scratch.json:loss" in changed and "metrics/evaluate.json:scratch.loss" in changed
     assert not any("finetune" in key for key in changed)
-    assert ran("\n".join(logs_of(state.state_details.flow_run_id))) == ["scratch", "evaluate", "report"]
+    logs = logs_with(state.state_details.flow_run_id, "report: wrote reports/report.md and reports/figures/")
+    assert ran("\n".join(logs)) == ["scratch", "evaluate", "report"]
 
 
 def test_a_bad_override_fails_the_run_before_any_stage(ui_run, monkeypatch):
@@ -201,7 +213,7 @@ def test_a_wrong_sha1_fails_at_once_and_stops_the_flow(ui, served, tmp_path):
         (flow_run,) = client.read_flow_runs(limit=1, sort=FlowRunSort.START_TIME_DESC)
     assert flow_run.state.is_failed()
     assert "sha1 mismatch: expected 0000000000000000000000000000000000000000" in flow_run.state.message
-    logs = logs_of(flow_run.id)
+    logs = logs_with(flow_run.id, "sha1 mismatch")
     assert any("error: download:" in line and "sha1 mismatch" in line for line in logs)
     tasks = task_runs_of(flow_run.id)
     assert list(tasks) == ["download"] and tasks["download"].run_count == 1  # no retry

@@ -64,3 +64,12 @@ def test_command_line_flags():
     assert args == {"scratch_lr": 1e-3, "epochs": 2,
                     "params": {"train.weight_decay": 5e-4, "finetune.pretrained": False}}
     assert parse_args([]) == {}
+
+
+def test_only_an_interrupted_stage_is_retried():
+    from prefect.states import Failed
+
+    from flows.pipeline import is_interrupted
+
+    assert is_interrupted(None, None, Failed(data=StageInterrupted("error: download: gave up after 5 attempts")))
+    assert not is_interrupted(None, None, Failed(data=StageFailed("error: download: sha1 mismatch")))
