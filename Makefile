@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Stage commands say `python -m stages.<name>`: the venv's bin goes first on PATH.
 WITH_VENV := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: run test ui clean-venv
+.PHONY: run test ui bench clean-venv
 
 # The venv is rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -30,6 +30,12 @@ test: $(VENV)/.installed $(CHROMIUM)
 
 ui: $(VENV)/.installed
 	$(WITH_VENV) python -m flows.ui
+
+# The seed's code against the finetune stage; after `make run`, on the real data.
+# Elsewhere: make bench BENCH_ARGS="--data /tmp/benchdata --weights w.pth"
+BENCH_ARGS ?=
+bench: $(VENV)/.installed
+	$(WITH_VENV) python -m benchmarks.bench $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

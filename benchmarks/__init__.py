@@ -1,0 +1,1 @@
+"""Speed benchmarks: the seed's own training code against the project's training stage."""

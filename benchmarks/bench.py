@@ -1,0 +1,115 @@
+"""`make bench`: the seed's code, then the project's finetune stage, on the same images.
+
+Prints wall and d2l-style examples/sec and test accuracy for each, and their ratio.
+Run: python -m benchmarks.bench --data data/hotdog --weights data/weights/resnet18.pth
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.seed import finetune_net, train_fine_tuning
+from stages.hardware import pick_device
+from stages.manifest import build_manifest
+from stages.model import load_state
+from stages.params import ManifestParams, Paths, read_params
+from stages.train import train_run
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def machine() -> str:
+    """CPU model and cores, GPU if any, torch version: enough to compare two rows."""
+    cpu = platform.processor() or "cpu"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
+
+
+def run_seed(args) -> dict:
+    """The seed's train_fine_tuning(finetune_net, 5e-5) on args.data."""
+    torch.manual_seed(args.seed)
+    net = finetune_net(load_state(args.weights, f"weights file {args.weights}", "pass --weights"))
+    resize = round(args.image_size * 256 / 224)
+    device = pick_device("auto")
+    return train_fine_tuning(net, 5e-5, str(args.data), device, batch_size=args.batch_size,
+                             num_epochs=args.epochs, size=args.image_size, resize=resize)
+
+
+def run_project(args, work: Path) -> dict:
+    """The project's manifest and finetune stages on args.data, params from params.yaml."""
+    params = read_params()
+    train = params.train.model_copy(update={"epochs": args.epochs, "batch_size": args.batch_size,
+                                            "image_size": args.image_size})
+    paths = Paths(zip=work / "unused.zip", weights=args.weights, images=args.data, manifest=work / "manifest",
+                  models=work / "models", metrics=work / "metrics", reports=work / "reports")
+    start = time.perf_counter()
+    build_manifest(ManifestParams(max_reject_fraction=1.0), paths, workers=os.cpu_count() or 1)
+    manifest_seconds = time.perf_counter() - start
+    summary = train_run("finetune", args.seed, train, params.finetune, paths)
+    return {**summary, "manifest_seconds": manifest_seconds}
+
+
+def table(seed: dict, project: dict) -> str:
+    """The side-by-side figures and the ratio, as markdown."""
+    rows = ["| | wall ex/s | d2l ex/s | test acc |", "|---|---|---|---|"]
+    for name, r in (("seed (d2l's code, fp32)", seed),
+                    (f"project (finetune, {project['precision']})", project)):
+        rows.append(f"| {name} | {r['examples_per_sec_wall']:.1f} | {r['examples_per_sec']:.1f} | {r['test_acc']:.3f} |")
+    rows.append(f"| project / seed | {project['examples_per_sec_wall'] / seed['examples_per_sec_wall']:.2f}x | "
+                f"{project['examples_per_sec'] / seed['examples_per_sec']:.2f}x | "
+                f"{100 * (project['test_acc'] - seed['test_acc']):+.1f} points |")
+    return "\n".join(rows)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("data/hotdog"), help="folder with train/ and test/")
+    parser.add_argument("--weights", type=Path, default=Path("data/weights/resnet18.pth"))
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--record", action="store_true", help=f"append the figures to {RESULTS.name}")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    for path in (args.data / "train", args.data / "test", args.weights):
+        if not path.exists():
+            sys.exit(f"error: bench: {path} is missing; run `make run` first, or pass --data/--weights")
+    print(f"machine: {machine()}", flush=True)
+    print("1/2 the seed's code ...", flush=True)
+    seed = run_seed(args)
+    print("2/2 the project's finetune stage ...", flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        project = run_project(args, Path(work))
+    result = table(seed, project)
+    print(result)
+    print(f"manifest: {project['manifest_seconds']:.1f} s", flush=True)
+    if args.record:
+        command = "python -m benchmarks.bench " + shlex.join(argv if argv is not None else sys.argv[1:])
+        with RESULTS.open("a") as f:
+            f.write(f"\n### {datetime.date.today()}: {command}\n\nMachine: {machine()}. "
+                    f"Data: {args.data}, {args.epochs} epoch(s), batch {args.batch_size}, "
+                    f"{args.image_size} px. Manifest built in {project['manifest_seconds']:.1f} s.\n\n"
+                    f"{result}\n")
+
+
+if __name__ == "__main__":
+    main()

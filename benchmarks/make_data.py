@@ -1,0 +1,47 @@
+"""Photo-sized synthetic stand-in for the hotdog folder, for machines without the real one.
+
+Writes OUT/{train,test}/{hotdog,not-hotdog}/N.png (about 500x375, like the real set).
+Run: python -m benchmarks.make_data OUT [--train 500] [--test 200]   (images per class)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CLASSES = ("hotdog", "not-hotdog")
+
+
+def photo(label: int, rng: np.random.Generator) -> Image.Image:
+    """A smooth random image with a class cue: a warm blob for hotdogs, a cool one otherwise."""
+    w, h = int(rng.integers(380, 520)), int(rng.integers(300, 420))
+    small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    img = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC), dtype=np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    cy, cx, r = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w, rng.uniform(0.15, 0.3) * min(w, h)
+    blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None]
+    colour = np.array([220, 120, 40] if label == 0 else [40, 120, 220], dtype=np.float32)
+    return Image.fromarray(np.clip(img * (1 - 0.6 * blob) + colour * 0.6 * blob, 0, 255).astype(np.uint8))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.make_data", description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--train", type=int, default=500)
+    parser.add_argument("--test", type=int, default=200)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", args.train), ("test", args.test)):
+        for label, name in enumerate(CLASSES):
+            folder = args.out / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                photo(label, rng).save(folder / f"{i}.png")
+    print(f"wrote {2 * (args.train + args.test)} images under {args.out}")
+
+
+if __name__ == "__main__":
+    main()
