@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.seed import finetune_net, train_fine_tuning
+from stages.decode import decode_all
 from stages.hardware import pick_device
 from stages.manifest import build_manifest
 from stages.model import load_state
@@ -56,12 +57,16 @@ def run_project(args, work: Path) -> dict:
     train = params.train.model_copy(update={"epochs": args.epochs, "batch_size": args.batch_size,
                                             "image_size": args.image_size})
     paths = Paths(zip=work / "unused.zip", weights=args.weights, images=args.data, manifest=work / "manifest",
-                  models=work / "models", metrics=work / "metrics", reports=work / "reports")
+                  decoded=work / "decoded", models=work / "models", metrics=work / "metrics",
+                  reports=work / "reports")
+    workers = os.cpu_count() or 1
     start = time.perf_counter()
-    build_manifest(ManifestParams(max_reject_fraction=1.0), paths, workers=os.cpu_count() or 1)
+    build_manifest(ManifestParams(max_reject_fraction=1.0), paths, workers)
     manifest_seconds = time.perf_counter() - start
+    decode_all(paths, train.test_resize, workers)  # once per data set, not per epoch
+    decode_seconds = time.perf_counter() - start - manifest_seconds
     summary = train_run("finetune", args.seed, train, params.finetune, paths)
-    return {**summary, "manifest_seconds": manifest_seconds}
+    return {**summary, "manifest_seconds": manifest_seconds, "decode_seconds": decode_seconds}
 
 
 def table(seed: dict, project: dict) -> str:
@@ -101,13 +106,15 @@ def main(argv=None) -> None:
         project = run_project(args, Path(work))
     result = table(seed, project)
     print(result)
-    print(f"manifest: {project['manifest_seconds']:.1f} s", flush=True)
+    print(f"manifest: {project['manifest_seconds']:.1f} s, decode: {project['decode_seconds']:.1f} s "
+          "(both once per data set, not counted above)", flush=True)
     if args.record:
         command = "python -m benchmarks.bench " + shlex.join(argv if argv is not None else sys.argv[1:])
         with RESULTS.open("a") as f:
             f.write(f"\n### {datetime.date.today()}: {command}\n\nMachine: {machine()}. "
                     f"Data: {args.data}, {args.epochs} epoch(s), batch {args.batch_size}, "
-                    f"{args.image_size} px. Manifest built in {project['manifest_seconds']:.1f} s.\n\n"
+                    f"{args.image_size} px. Manifest {project['manifest_seconds']:.1f} s, "
+                    f"decode {project['decode_seconds']:.1f} s (once per data set).\n\n"
                     f"{result}\n")
 
 

@@ -131,7 +131,7 @@ def run_stage(stage: str, progress_id: UUID | None = None) -> bool:
             logger.info(line)
         fraction = training_fraction(line)
         if progress_id is not None and fraction is not None:
-            update_progress_artifact(progress_id, start + width * fraction)
+            update_progress_artifact(progress_id, round(start + width * fraction, 2))
 
     returncode, lines = stream_dvc(["repro", "--single-item", stage], project_dir(), on_line)
     if returncode != 0:
@@ -140,7 +140,7 @@ def run_stage(stage: str, progress_id: UUID | None = None) -> bool:
     if not ran:
         logger.info(f"{stage}: up to date, not run (nothing it uses changed since dvc.lock)")
     if progress_id is not None:
-        update_progress_artifact(progress_id, start + width)
+        update_progress_artifact(progress_id, round(start + width, 2))  # the last one ends at 100
     return ran
 
 

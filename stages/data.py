@@ -1,20 +1,19 @@
-"""Images for training and evaluation, read through the manifest (never by globbing).
+"""Images for training and evaluation, from the decode stage's uint8 files.
 
-Augmentation follows the seed (RandomResizedCrop, horizontal flip, ImageNet normalize),
-but each image draws from its own generator seeded by (seed, epoch, index), so results
-do not depend on the number of DataLoader workers or on the order batches arrive in.
+Augmentation follows the seed (RandomResizedCrop, horizontal flip, ImageNet normalize) on
+uint8 tensors; normalisation runs once per batch, on the training device. Each image
+draws from its own generator seeded by (seed, epoch, index), so results do not depend on
+the number of DataLoader workers or on the order batches arrive in.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision.transforms.v2 import functional as F
 
 from stages.params import TrainParams
@@ -24,12 +23,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # torchvision's RandomResizedCrop defaults, which the seed uses.
 CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
-
-
-def load_rgb(path: Path) -> Image.Image:
-    """Decode an image as RGB (grey, palette, RGBA and CMYK are converted, not rejected)."""
-    with Image.open(path) as img:
-        return img.convert("RGB")
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -65,32 +58,34 @@ def sample_crop(height: int, width: int, g: torch.Generator) -> tuple[int, int, 
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def normalize(img: Image.Image) -> torch.Tensor:
-    """PIL RGB -> float CHW tensor with ImageNet normalisation (ToTensor + Normalize)."""
-    x = F.pil_to_tensor(img).float().div(255)  # as ToTensor does, to the last bit
-    return F.normalize(x, IMAGENET_MEAN, IMAGENET_STD)
+def normalize(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 NCHW (on any device) -> float, ImageNet-normalised: ToTensor + Normalize, batched."""
+    mean = torch.tensor(IMAGENET_MEAN, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=batch.device).view(1, 3, 1, 1)
+    return (batch.float().div(255) - mean) / std
 
 
-def train_view(img: Image.Image, size: int, g: torch.Generator) -> torch.Tensor:
-    """The seed's train transform, with every random draw taken from `g`."""
-    top, left, h, w = sample_crop(img.height, img.width, g)
-    img = F.resized_crop(img, top, left, h, w, [size, size], antialias=True)
-    if torch.rand(1, generator=g).item() < 0.5:
-        img = F.horizontal_flip(img)
-    return normalize(img)
+def train_view(image: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
+    """The seed's RandomResizedCrop + flip on a uint8 CHW tensor, every draw taken from `g`."""
+    top, left, h, w = sample_crop(image.shape[1], image.shape[2], g)
+    view = F.resized_crop(image, top, left, h, w, [size, size], antialias=True)
+    return F.horizontal_flip(view) if torch.rand(1, generator=g).item() < 0.5 else view
 
 
-def test_view(img: Image.Image, size: int, resize: int) -> torch.Tensor:
-    """The seed's test transform: squash to resize x resize, then centre-crop size."""
-    img = F.resize(img, [resize, resize], antialias=True)
-    return normalize(F.center_crop(img, [size, size]))
+def test_view(image: torch.Tensor, size: int, resize: int) -> torch.Tensor:
+    """The seed's test transform on a uint8 CHW tensor: squash to resize², centre-crop size."""
+    return F.center_crop(F.resize(image, [resize, resize], antialias=True), [size, size])
 
 
-class ManifestDataset(Dataset):
-    """(image tensor, label) for each manifest row; with a `seed` it augments, else test view."""
+class DecodedImages(Dataset):
+    """(uint8 CHW image, label) per row of a decoded split; with a `seed` it augments."""
 
-    def __init__(self, table: pa.Table, root: Path, params: TrainParams, seed: int | None = None):
-        self.paths = [root / p for p in table.column("path").to_pylist()]
+    def __init__(self, table: pa.Table, params: TrainParams, seed: int | None = None):
+        heights, widths = table.column("height").to_pylist(), table.column("width").to_pylist()
+        # Views into the memory-mapped file: nothing is copied until an image is used.
+        blobs = table.column("pixels").combine_chunks()
+        self.images = [np.frombuffer(blobs[i].as_buffer(), dtype=np.uint8).reshape(h, w, 3)
+                       for i, (h, w) in enumerate(zip(heights, widths))]
         self.labels = table.column("label").to_pylist()
         self.size, self.resize = params.image_size, params.test_resize
         self.seed, self.epoch = seed, 0
@@ -100,17 +95,23 @@ class ManifestDataset(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        img = load_rgb(self.paths[index])
+        image = torch.from_numpy(self.images[index]).permute(2, 0, 1)  # HWC -> CHW, no copy
         if self.seed is not None:
             g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index))
-            return train_view(img, self.size, g), self.labels[index]
-        return test_view(img, self.size, self.resize), self.labels[index]
+            return train_view(image, self.size, g), self.labels[index]
+        return test_view(image, self.size, self.resize), self.labels[index]
 
 
-def make_loader(dataset: ManifestDataset, params: TrainParams, shuffle_seed: int | None = None) -> DataLoader:
+def test_tensors(dataset: DecodedImages) -> TensorDataset:
+    """Every test view, computed once: evaluation then only batches them."""
+    views = torch.stack([dataset[i][0] for i in range(len(dataset))]) if len(dataset) else torch.empty(0)
+    return TensorDataset(views, torch.tensor(dataset.labels))
+
+
+def make_loader(dataset: Dataset, params: TrainParams, shuffle_seed: int | None = None) -> DataLoader:
     """A DataLoader in manifest order, or shuffled by `shuffle_seed` (a new order each epoch)."""
     shuffle = shuffle_seed is not None
     return DataLoader(
@@ -118,8 +119,8 @@ def make_loader(dataset: ManifestDataset, params: TrainParams, shuffle_seed: int
         batch_size=params.batch_size,
         shuffle=shuffle,
         generator=torch.Generator().manual_seed(shuffle_seed) if shuffle else None,
-        num_workers=params.num_workers,
+        num_workers=params.num_workers if shuffle else 0,  # test views are precomputed
         # Workers are re-created each epoch so they see set_epoch(); that costs a
-        # process start per epoch, which is small next to an epoch of decoding.
+        # process start per epoch, which is small next to an epoch of training.
         persistent_workers=False,
     )

@@ -12,13 +12,13 @@ import pyarrow as pa
 import torch
 from torch.nn import functional as nnf
 
-from stages.data import ManifestDataset, make_loader
+from stages.data import DecodedImages, make_loader, test_tensors
 from stages.errors import StageError, run_main
 from stages.files import write_json
 from stages.hardware import pick_device, pick_precision
 from stages.model import build_model, load_state
 from stages.params import CLASSES, RUNS, Paths, TrainParams, load_params
-from stages.schema import MANIFEST, PREDICTIONS, read_table, write_table
+from stages.schema import DECODED, PREDICTIONS, read_arrow, write_table
 from stages.train import predict
 
 SECTIONS = ("train",)
@@ -105,14 +105,14 @@ def evaluate(params: TrainParams, paths: Paths) -> tuple[dict, pa.Table]:
     """Metrics per model and the per-image predictions table."""
     device = pick_device(params.device)
     precision = pick_precision(params.precision, device)
-    manifest = read_table(paths.manifest_file("test"), MANIFEST, "manifest")
-    loader = make_loader(ManifestDataset(manifest, paths.images, params), params)
+    decoded = read_arrow(paths.decoded_file("test"), DECODED, "decode")
+    loader = make_loader(test_tensors(DecodedImages(decoded, params)), params)
     metrics, tables = {}, []
     for run in RUNS:
         logits, labels = predict(load_model(paths, run, device), loader, device, precision)
         metrics[run], columns = score(logits, labels)
         metrics[run].update(device=device.type, precision=precision)
-        tables.append(pa.table({"path": manifest.column("path"), "label": columns["label"],
+        tables.append(pa.table({"path": decoded.column("path"), "label": columns["label"],
                                 "model": [run] * len(labels), "predicted": columns["predicted"],
                                 "prob_hotdog": columns["prob_hotdog"], "loss": columns["loss"]},
                                schema=PREDICTIONS))

@@ -1,6 +1,6 @@
 """DVC stage `finetune`: the seed's fine-tuning of an ImageNet ResNet-18 (params: finetune).
 
-Reads the manifests, the images and the verified weights; writes models/finetune.pt,
+Reads the decoded images and the verified weights; writes models/finetune.pt,
 metrics/finetune.json and metrics/finetune_epochs.json. Run: python -m stages.finetune
 """
 

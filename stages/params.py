@@ -92,6 +92,7 @@ class Paths(Section):
     weights: Path
     images: Path
     manifest: Path
+    decoded: Path
     models: Path
     metrics: Path
     reports: Path
@@ -107,6 +108,9 @@ class Paths(Section):
     @property
     def manifest_summary(self) -> Path:
         return self.metrics / "manifest.json"
+
+    def decoded_file(self, split: str) -> Path:
+        return self.decoded / f"{split}.arrow"
 
     def checkpoint(self, run: str) -> Path:
         return self.models / f"{run}.pt"
@@ -227,4 +231,6 @@ def load_params(*sections: str, path: Path = PARAMS_FILE) -> SimpleNamespace:
     only reach the sections it declared, which keeps DVC's params deps honest.
     """
     params = read_params(path)
-    return SimpleNamespace(paths=params.paths, **{s: getattr(params, s) for s in sections})
+    # A dotted name ("train.image_size") declares one key to DVC; the code gets its section.
+    tops = [s.split(".")[0] for s in sections]
+    return SimpleNamespace(paths=params.paths, **{t: getattr(params, t) for t in tops})

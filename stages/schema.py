@@ -37,9 +37,22 @@ PREDICTIONS = pa.schema(
     ]
 )
 
+# Decoded images, one row per manifest row in the same order: uint8 RGB pixels (HWC),
+# resized so the shorter side is the test resize. Written as an Arrow IPC file, which
+# is memory-mapped when read, so a stage pays no copy to use it.
+DECODED = pa.schema(
+    [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("label", pa.int64(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("pixels", pa.large_binary(), nullable=False),
+    ]
+)
+
 # Which columns a table's rows are sorted by: sorted rows make the file byte-identical
 # for the same input, so DVC's hashes only move when the content does.
-SORT_KEYS = {id(MANIFEST): ["path"], id(PREDICTIONS): ["model", "path"]}
+SORT_KEYS = {id(MANIFEST): ["path"], id(PREDICTIONS): ["model", "path"], id(DECODED): ["path"]}
 
 
 def sort_rows(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -71,4 +84,26 @@ def read_table(path: Path, schema: pa.Schema, stage: str) -> pa.Table:
             f"{path} has columns {table.schema.names} with other types than expected "
             f"{schema.names}; it was written by another version, run `dvc repro {stage}`"
         )
+    return table
+
+
+def write_arrow(batches, dest: Path, schema: pa.Schema) -> None:
+    """Write record batches (already in canonical order) as an Arrow IPC file, atomically."""
+    with atomic_path(Path(dest)) as tmp:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+
+
+def read_arrow(path: Path, schema: pa.Schema, stage: str) -> pa.Table:
+    """Memory-map an Arrow IPC file and check its schema; `stage` is the stage that writes it."""
+    try:
+        table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+    except FileNotFoundError:
+        raise StageError(f"{path} is missing; run `dvc repro {stage}` first") from None
+    except (pa.ArrowInvalid, OSError) as err:
+        raise StageError(f"{path} is not a readable Arrow file ({err}); run `dvc repro {stage}`") from None
+    if not table.schema.equals(schema):
+        raise StageError(f"{path} has columns {table.schema.names} with other types than expected "
+                         f"{schema.names}; it was written by another version, run `dvc repro {stage}`")
     return table

@@ -1,6 +1,6 @@
 """DVC stage `scratch`: the seed's baseline, the same network from random init (params: scratch).
 
-Reads the manifests and the images; writes models/scratch.pt,
+Reads the decoded images; writes models/scratch.pt,
 metrics/scratch.json and metrics/scratch_epochs.json. Run: python -m stages.scratch
 """
 

@@ -1,6 +1,6 @@
 """Training shared by the `finetune` and `scratch` stages, which differ only in params.
 
-Reads the manifests, the images and (finetune) the verified weights; writes
+Reads the decoded images and (finetune) the verified weights; writes
 models/<run>.pt and metrics/<run>.json, metrics/<run>_epochs.json.
 """
 
@@ -15,12 +15,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from stages.data import ManifestDataset, make_loader
+from stages.data import DecodedImages, make_loader, normalize, test_tensors
 from stages.files import atomic_path, write_json
 from stages.hardware import autocast, pick_device, pick_precision, seed_everything
 from stages.model import build_model, load_state, param_groups
 from stages.params import Paths, RunParams, TrainParams, load_params
-from stages.schema import MANIFEST, read_table
+from stages.schema import DECODED, read_arrow
 
 
 class EpochStats(NamedTuple):
@@ -73,7 +73,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, device: torch.device, p
     for x, y in batches(loader, desc):
         _sync(device)
         start = time.perf_counter()
-        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        x = normalize(x.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
         y = y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, precision):
@@ -95,7 +95,7 @@ def predict(model: nn.Module, loader, device: torch.device, precision: str) -> t
     model.eval()
     all_logits, all_labels = [], []
     for x, y in loader:
-        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        x = normalize(x.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
             all_logits.append(model(x).float().cpu())
         all_labels.append(y)
@@ -136,14 +136,14 @@ def summarize(records: list[dict], stats: list[EpochStats], device: torch.device
     }
 
 
-def fit(model: nn.Module, train_set: ManifestDataset, test_set: ManifestDataset, run: str,
+def fit(model: nn.Module, train_set: DecodedImages, test_set: DecodedImages, run: str,
         params: TrainParams, run_params: RunParams, seed: int, device: torch.device,
         precision: str) -> Iterator[tuple[dict, EpochStats]]:
     """Train for params.epochs, yielding each epoch's record as soon as it is done."""
     groups = param_groups(model, run_params.lr, run_params.head_lr_mult)
     optimizer = torch.optim.SGD(groups, lr=run_params.lr, weight_decay=params.weight_decay)
     train_loader = make_loader(train_set, params, shuffle_seed=seed)
-    test_loader = make_loader(test_set, params)
+    test_loader = make_loader(test_tensors(test_set), params)
     for epoch in range(1, params.epochs + 1):
         start = time.perf_counter()
         train_set.set_epoch(epoch)
@@ -176,10 +176,8 @@ def train_run(run: str, seed: int, params: TrainParams, run_params: RunParams, p
     if run_params.pretrained:
         pretrained = load_state(paths.weights, f"weights file {paths.weights}", "run `dvc repro weights`")
     model = build_model(pretrained, run_params.head_init).to(device, memory_format=torch.channels_last)
-    train_set = ManifestDataset(read_table(paths.manifest_file("train"), MANIFEST, "manifest"),
-                                paths.images, params, seed)
-    test_set = ManifestDataset(read_table(paths.manifest_file("test"), MANIFEST, "manifest"),
-                               paths.images, params)
+    train_set = DecodedImages(read_arrow(paths.decoded_file("train"), DECODED, "decode"), params, seed)
+    test_set = DecodedImages(read_arrow(paths.decoded_file("test"), DECODED, "decode"), params)
     print(f"{run}: {len(train_set)} train / {len(test_set)} test images on {device.type}, {precision}", flush=True)
     records, stats = [], []
     for record, epoch_stats in fit(model, train_set, test_set, run, params, run_params, seed, device, precision):

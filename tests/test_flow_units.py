@@ -11,7 +11,7 @@ from conftest import REPO
 
 
 def test_one_task_per_stage_in_dvc_order():
-    assert STAGES == ("download", "weights", "manifest", "finetune", "scratch", "evaluate", "report")
+    assert STAGES == ("download", "weights", "manifest", "decode", "finetune", "scratch", "evaluate", "report")
     assert [TASKS[s].name for s in STAGES] == list(STAGES)
     assert set(NETWORK_STAGES) <= set(STAGES)
     assert TASKS["download"].retries == 2 and TASKS["manifest"].retries == 0

@@ -20,7 +20,7 @@ def test_dvc_repro_end_to_end(served, tmp_path):
     project = make_project(tmp_path / "project", served)
 
     first = sh(project, "dvc", "repro")
-    assert ran(first) == ["download", "weights", "manifest", "finetune", "scratch", "evaluate", "report"]
+    assert ran(first) == ["download", "weights", "manifest", "decode", "finetune", "scratch", "evaluate", "report"]
     check_outputs(project)
 
     second = sh(project, "dvc", "repro")

@@ -10,7 +10,7 @@ from ruamel.yaml import YAML
 from conftest import REPO
 from stages.params import read_params
 
-STAGES = ["download", "weights", "manifest", "finetune", "scratch", "evaluate", "report"]
+STAGES = ["download", "weights", "manifest", "decode", "finetune", "scratch", "evaluate", "report"]
 DVC = YAML(typ="safe").load((REPO / "dvc.yaml").read_text())
 PATHS = read_params(REPO / "params.yaml").paths
 

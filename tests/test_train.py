@@ -5,8 +5,10 @@ import pytest
 import torch
 from torch import nn
 
+from stages import decode
 from stages.hardware import pick_precision
 from stages.manifest import build_manifest
+from stages.data import normalize
 from stages.model import build_model
 from stages.params import load_params
 from stages.train import train_one_epoch, train_run
@@ -18,12 +20,12 @@ def test_one_step_uses_the_summed_loss():
     model = build_model(None, "xavier")
     twin = copy.deepcopy(model)
     before = model.fc.weight.detach().clone()
-    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 1, 0])
+    x, y = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 1, 1, 0])
     lr = 0.01
     stats = train_one_epoch(model, [(x, y)], torch.optim.SGD(model.parameters(), lr=lr),
                             torch.device("cpu"), "fp32", desc="test")
     # The seed's step, by hand: gradient of the SUM of per-example losses.
-    loss = nn.functional.cross_entropy(twin(x), y, reduction="sum")
+    loss = nn.functional.cross_entropy(twin(normalize(x)), y, reduction="sum")
     loss.backward()
     step = (model.fc.weight - before).detach()
     summed = -lr * twin.fc.weight.grad
@@ -49,6 +51,7 @@ def test_training_writes_its_outputs_and_repeats_exactly(tiny_project, run):
     write_weights(tiny_project / "data/weights/resnet18.pth")
     p = load_params("manifest")
     build_manifest(p.manifest, p.paths, workers=1)
+    decode.main()
     p, a, b, first, second = run_twice(run)
     for key in ("loss", "train_acc", "test_acc"):
         assert a[key] == b[key]

@@ -1,0 +1,76 @@
+"""DVC stage `decode`: decode every manifest image once, into data/decoded/{train,test}.arrow.
+
+Each image is resized so its shorter side is the test resize for train.image_size and kept
+as uint8 RGB, so training never decodes a PNG or JPEG again. Run: python -m stages.decode
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+from torchvision.transforms.v2 import functional as F
+
+from stages.errors import run_main
+from stages.params import SPLITS, Paths, load_params
+from stages.schema import DECODED, MANIFEST, read_table, write_arrow
+
+# Only the image size matters here; dvc.yaml declares just that key.
+SECTIONS = ("train.image_size",)
+BATCH_ROWS = 64
+
+
+def decode_image(path: Path, short_side: int) -> tuple[int, int, bytes]:
+    """(height, width, HWC uint8 RGB bytes) of one image, its shorter side resized."""
+    with Image.open(path) as img:
+        rgb = F.resize(img.convert("RGB"), short_side, antialias=True)
+    pixels = np.asarray(rgb, dtype=np.uint8)
+    return pixels.shape[0], pixels.shape[1], pixels.tobytes()
+
+
+def decoded_batches(root: Path, manifest: pa.Table, short_side: int, workers: int) -> Iterator[pa.RecordBatch]:
+    """The DECODED rows for a manifest, in its order, BATCH_ROWS at a time."""
+    paths = manifest.column("path").to_pylist()
+    labels = manifest.column("label").to_pylist()
+    files = [root / p for p in paths]
+    with ProcessPoolExecutor(max(1, workers)) as pool:
+        decoded = pool.map(decode_image, files, [short_side] * len(files), chunksize=16)
+        for start in range(0, len(paths), BATCH_ROWS):
+            rows = [next(decoded) for _ in paths[start:start + BATCH_ROWS]]
+            yield pa.record_batch([
+                pa.array(paths[start:start + BATCH_ROWS], pa.string()),
+                pa.array(labels[start:start + BATCH_ROWS], pa.int64()),
+                pa.array([h for h, _, _ in rows], pa.int32()),
+                pa.array([w for _, w, _ in rows], pa.int32()),
+                pa.array([b for _, _, b in rows], pa.large_binary()),
+            ], schema=DECODED)
+
+
+def outputs(paths: Paths) -> list[Path]:
+    """What this stage writes (tests/test_seams.py checks dvc.yaml declares the same)."""
+    return [paths.decoded_file(s) for s in SPLITS]
+
+
+def decode_all(paths: Paths, short_side: int, workers: int) -> None:
+    """Decode both splits of the manifest into their Arrow files."""
+    for split in SPLITS:
+        manifest = read_table(paths.manifest_file(split), MANIFEST, "manifest")
+        write_arrow(decoded_batches(paths.images, manifest, short_side, workers),
+                    paths.decoded_file(split), DECODED)
+        size = paths.decoded_file(split).stat().st_size / 2**20
+        print(f"{split}: {manifest.num_rows} images decoded, shorter side {short_side} px, {size:.0f} MiB",
+              flush=True)
+
+
+def main() -> None:
+    p = load_params(*SECTIONS)
+    decode_all(p.paths, p.train.test_resize, os.cpu_count() or 1)
+
+
+if __name__ == "__main__":
+    run_main("decode", main)
