@@ -82,10 +82,11 @@ class DecodedImages(Dataset):
 
     def __init__(self, table: pa.Table, params: TrainParams, seed: int | None = None):
         heights, widths = table.column("height").to_pylist(), table.column("width").to_pylist()
-        # Views into the memory-mapped file: nothing is copied until an image is used.
-        blobs = table.column("pixels").combine_chunks()
-        self.images = [np.frombuffer(blobs[i].as_buffer(), dtype=np.uint8).reshape(h, w, 3)
-                       for i, (h, w) in enumerate(zip(heights, widths))]
+        # Views into the memory-mapped file, chunk by chunk: combine_chunks() would copy
+        # the whole split into memory.
+        blobs = (blob.as_buffer() for chunk in table.column("pixels").chunks for blob in chunk)
+        self.images = [np.frombuffer(blob, dtype=np.uint8).reshape(h, w, 3)
+                       for blob, h, w in zip(blobs, heights, widths)]
         self.labels = table.column("label").to_pylist()
         self.size, self.resize = params.image_size, params.test_resize
         self.seed, self.epoch = seed, 0

@@ -13,6 +13,7 @@ from typing import Iterator, NamedTuple
 
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 from tqdm import tqdm
 
 from stages.data import DecodedImages, make_loader, normalize, test_tensors
@@ -136,14 +137,14 @@ def summarize(records: list[dict], stats: list[EpochStats], device: torch.device
     }
 
 
-def fit(model: nn.Module, train_set: DecodedImages, test_set: DecodedImages, run: str,
+def fit(model: nn.Module, train_set: DecodedImages, test_views: TensorDataset, run: str,
         params: TrainParams, run_params: RunParams, seed: int, device: torch.device,
         precision: str) -> Iterator[tuple[dict, EpochStats]]:
     """Train for params.epochs, yielding each epoch's record as soon as it is done."""
     groups = param_groups(model, run_params.lr, run_params.head_lr_mult)
     optimizer = torch.optim.SGD(groups, lr=run_params.lr, weight_decay=params.weight_decay)
     train_loader = make_loader(train_set, params, shuffle_seed=seed)
-    test_loader = make_loader(test_tensors(test_set), params)
+    test_loader = make_loader(test_views, params)
     for epoch in range(1, params.epochs + 1):
         start = time.perf_counter()
         train_set.set_epoch(epoch)
@@ -177,10 +178,11 @@ def train_run(run: str, seed: int, params: TrainParams, run_params: RunParams, p
         pretrained = load_state(paths.weights, f"weights file {paths.weights}", "run `dvc repro weights`")
     model = build_model(pretrained, run_params.head_init).to(device, memory_format=torch.channels_last)
     train_set = DecodedImages(read_arrow(paths.decoded_file("train"), DECODED, "decode"), params, seed)
-    test_set = DecodedImages(read_arrow(paths.decoded_file("test"), DECODED, "decode"), params)
-    print(f"{run}: {len(train_set)} train / {len(test_set)} test images on {device.type}, {precision}", flush=True)
+    # Only the test views are kept, so the test file's mapping is released at once.
+    test_views = test_tensors(DecodedImages(read_arrow(paths.decoded_file("test"), DECODED, "decode"), params))
+    print(f"{run}: {len(train_set)} train / {len(test_views)} test images on {device.type}, {precision}", flush=True)
     records, stats = [], []
-    for record, epoch_stats in fit(model, train_set, test_set, run, params, run_params, seed, device, precision):
+    for record, epoch_stats in fit(model, train_set, test_views, run, params, run_params, seed, device, precision):
         records.append(record)
         stats.append(epoch_stats)
         print(format_record(run, params.epochs, record), flush=True)
