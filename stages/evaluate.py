@@ -16,7 +16,8 @@ from stages.data import DecodedImages, make_loader, test_tensors
 from stages.errors import StageError, run_main
 from stages.files import write_json
 from stages.hardware import pick_device, pick_precision
-from stages.model import build_model, load_state
+from stages.checkpoint import load_state
+from stages.model import build_model
 from stages.params import CLASSES, RUNS, Paths, TrainParams, load_params
 from stages.schema import DECODED, PREDICTIONS, read_arrow, write_table
 from stages.train import predict

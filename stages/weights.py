@@ -11,7 +11,7 @@ import torch
 
 from stages.errors import StageError, run_main
 from stages.fetch import fetch
-from stages.model import load_state
+from stages.checkpoint import load_state
 from stages.params import Paths, load_params
 
 SECTIONS = ("weights",)

@@ -1,9 +1,7 @@
 """The benchmark's two sides run, on tiny data; its speed figures come from `make bench`."""
 
-from pathlib import Path
 
 import pytest
-import torch
 from torchvision import transforms as T
 
 from benchmarks import bench

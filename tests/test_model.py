@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from stages.errors import StageError
-from stages.model import build_model, load_state, param_groups
+from stages.checkpoint import load_state
+from stages.model import build_model, param_groups
 from synthetic import write_weights
 
 
