@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from benchmarks.seed import finetune_net, train_fine_tuning
+from stages.checkpoint import load_state
 from stages.decode import decode_all
 from stages.hardware import pick_device
 from stages.manifest import build_manifest
-from stages.checkpoint import load_state
 from stages.params import ManifestParams, Paths, read_params
 from stages.train import train_run
 

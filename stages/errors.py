@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-
 # The exit status of a stage that failed in a way a later try may not (a network outage):
 # EX_TEMPFAIL from sysexits.h. The Prefect flow retries a stage only on this status.
 TRANSIENT_EXIT = 75

@@ -12,11 +12,11 @@ import pyarrow as pa
 import torch
 from torch.nn import functional as nnf
 
+from stages.checkpoint import load_state
 from stages.data import DecodedImages, make_loader, test_tensors
 from stages.errors import StageError, run_main
 from stages.files import write_json
 from stages.hardware import pick_device, pick_precision
-from stages.checkpoint import load_state
 from stages.model import build_model
 from stages.params import CLASSES, RUNS, Paths, TrainParams, load_params
 from stages.schema import DECODED, PREDICTIONS, read_arrow, write_table

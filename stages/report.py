@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from matplotlib.figure import Figure  # Figure without pyplot: Agg canvas, no global state
+from matplotlib.figure import Figure  # without pyplot: Agg canvas, no global state
 from PIL import Image, UnidentifiedImageError
 
 from stages.errors import StageError, run_main

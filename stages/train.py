@@ -16,10 +16,10 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm import tqdm
 
+from stages.checkpoint import load_state
 from stages.data import DecodedImages, make_loader, normalize, test_tensors
 from stages.files import atomic_path, write_json
 from stages.hardware import autocast, pick_device, pick_precision, seed_everything
-from stages.checkpoint import load_state
 from stages.model import build_model, param_groups
 from stages.params import Paths, RunParams, TrainParams, load_params
 from stages.schema import DECODED, read_arrow

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
+from stages.checkpoint import load_state
 from stages.errors import StageError, run_main
 from stages.fetch import fetch
-from stages.checkpoint import load_state
 from stages.params import Paths, load_params
 
 SECTIONS = ("weights",)

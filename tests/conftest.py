@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
-
 from servers import serve_directory
 from synthetic import dataset_files, write_tree, write_weights, write_zip
 

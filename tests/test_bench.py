@@ -2,11 +2,11 @@
 
 
 import pytest
+from synthetic import dataset_files, write_tree, write_weights
 from torchvision import transforms as T
 
 from benchmarks import bench
 from benchmarks.seed import seed_transforms
-from synthetic import dataset_files, write_tree, write_weights
 
 
 def test_seed_transforms_are_the_seeds():

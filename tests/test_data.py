@@ -3,11 +3,18 @@ import pytest
 import torch
 from PIL import Image
 from torchvision import transforms as T
-
 from torchvision.transforms.v2 import functional as F
 
 from stages import data
-from stages.data import IMAGENET_STD, DecodedImages, make_loader, normalize, sample_crop, sample_seed, train_view
+from stages.data import (
+    IMAGENET_STD,
+    DecodedImages,
+    make_loader,
+    normalize,
+    sample_crop,
+    sample_seed,
+    train_view,
+)
 from stages.decode import decode_image
 from stages.params import load_params
 from stages.schema import DECODED, MANIFEST, read_arrow, read_table

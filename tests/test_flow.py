@@ -14,14 +14,19 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ENV, make_project, ran, sh
 from playwright.sync_api import sync_playwright
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from conftest import ENV, make_project, ran, sh
 from flows.pipeline import STAGES, hotdog_pipeline
 
 pytestmark = pytest.mark.slow

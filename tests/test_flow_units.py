@@ -1,13 +1,23 @@
 """The flow's pure helpers, without a Prefect server."""
 
 import pytest
+from conftest import REPO
 
 from flows.pipeline import (
-    NETWORK_STAGES, PARAMETER_KEYS, STAGES, TASKS, StageFailed, StageInterrupted, collect_overrides,
-    hotdog_pipeline, parse_args, stage_failure, stage_spans, training_fraction,
+    NETWORK_STAGES,
+    PARAMETER_KEYS,
+    STAGES,
+    TASKS,
+    StageFailed,
+    StageInterrupted,
+    collect_overrides,
+    hotdog_pipeline,
+    parse_args,
+    stage_failure,
+    stage_spans,
+    training_fraction,
 )
 from stages.params import read_params
-from conftest import REPO
 
 
 def test_one_task_per_stage_in_dvc_order():

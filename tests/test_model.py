@@ -1,11 +1,11 @@
 import pytest
 import torch
+from synthetic import write_weights
 from torch import nn
 
-from stages.errors import StageError
 from stages.checkpoint import load_state
+from stages.errors import StageError
 from stages.model import build_model, param_groups
-from synthetic import write_weights
 
 
 def test_pretrained_weights_are_loaded_and_the_head_replaced(tmp_path):

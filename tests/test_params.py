@@ -3,9 +3,15 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, repo_params, with_overrides, write_params
-from stages.params import ParamsError, apply_overrides, load_params, parse_params, read_params
+
+from stages.params import (
+    ParamsError,
+    apply_overrides,
+    load_params,
+    parse_params,
+    read_params,
+)
 
 
 def test_repo_params_load_and_match_the_seed():

@@ -9,9 +9,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from PIL import Image
-
 from conftest import make_project, ran, served_overrides, sh, write_params
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 

@@ -5,9 +5,9 @@ import importlib
 import re
 
 import pytest
+from conftest import REPO
 from ruamel.yaml import YAML
 
-from conftest import REPO
 from stages.params import read_params
 
 STAGES = ["download", "weights", "manifest", "decode", "finetune", "scratch", "evaluate", "report"]

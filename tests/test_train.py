@@ -3,16 +3,16 @@ import json
 
 import pytest
 import torch
+from synthetic import write_weights
 from torch import nn
 
 from stages import decode
+from stages.data import normalize
 from stages.hardware import pick_precision
 from stages.manifest import build_manifest
-from stages.data import normalize
 from stages.model import build_model
 from stages.params import load_params
 from stages.train import train_one_epoch, train_run
-from synthetic import write_weights
 
 
 def test_one_step_uses_the_summed_loss():
