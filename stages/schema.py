@@ -71,20 +71,23 @@ def write_table(table: pa.Table, dest: Path, schema: pa.Schema) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
-def read_table(path: Path, schema: pa.Schema, stage: str) -> pa.Table:
-    """Read a Parquet table and check its schema; `stage` is the stage that writes it."""
+def _read_checked(read, kind: str, path: Path, schema: pa.Schema, stage: str) -> pa.Table:
+    """read(path), with its schema checked; `stage` is the stage that writes the file."""
     try:
-        table = pq.read_table(path)
+        table = read(path)
     except FileNotFoundError:
         raise StageError(f"{path} is missing; run `dvc repro {stage}` first") from None
     except (pa.ArrowInvalid, OSError) as err:
-        raise StageError(f"{path} is not a readable Parquet file ({err}); run `dvc repro {stage}`") from None
+        raise StageError(f"{path} is not a readable {kind} file ({err}); run `dvc repro {stage}`") from None
     if not table.schema.equals(schema):
-        raise StageError(
-            f"{path} has columns {table.schema.names} with other types than expected "
-            f"{schema.names}; it was written by another version, run `dvc repro {stage}`"
-        )
+        raise StageError(f"{path} has columns {table.schema.names} with other types than expected "
+                         f"{schema.names}; it was written by another version, run `dvc repro {stage}`")
     return table
+
+
+def read_table(path: Path, schema: pa.Schema, stage: str) -> pa.Table:
+    """Read a Parquet table and check its schema; `stage` is the stage that writes it."""
+    return _read_checked(pq.read_table, "Parquet", path, schema, stage)
 
 
 def write_arrow(batches, dest: Path, schema: pa.Schema) -> None:
@@ -97,13 +100,5 @@ def write_arrow(batches, dest: Path, schema: pa.Schema) -> None:
 
 def read_arrow(path: Path, schema: pa.Schema, stage: str) -> pa.Table:
     """Memory-map an Arrow IPC file and check its schema; `stage` is the stage that writes it."""
-    try:
-        table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
-    except FileNotFoundError:
-        raise StageError(f"{path} is missing; run `dvc repro {stage}` first") from None
-    except (pa.ArrowInvalid, OSError) as err:
-        raise StageError(f"{path} is not a readable Arrow file ({err}); run `dvc repro {stage}`") from None
-    if not table.schema.equals(schema):
-        raise StageError(f"{path} has columns {table.schema.names} with other types than expected "
-                         f"{schema.names}; it was written by another version, run `dvc repro {stage}`")
-    return table
+    return _read_checked(lambda p: pa.ipc.open_file(pa.memory_map(str(p))).read_all(), "Arrow",
+                         path, schema, stage)

@@ -73,3 +73,13 @@ def test_schema_is_checked_on_read(tmp_path):
         read_table(tmp_path / "train.parquet", MANIFEST, "manifest")
     with pytest.raises(StageError, match=r"is missing; run `dvc repro manifest`"):
         read_table(tmp_path / "test.parquet", MANIFEST, "manifest")
+
+
+def test_decoded_files_are_checked_on_read(tmp_path):
+    from stages.schema import DECODED, read_arrow
+
+    with pytest.raises(StageError, match=r"is missing; run `dvc repro decode` first"):
+        read_arrow(tmp_path / "train.arrow", DECODED, "decode")
+    (tmp_path / "train.arrow").write_bytes(b"not arrow")
+    with pytest.raises(StageError, match=r"not a readable Arrow file"):
+        read_arrow(tmp_path / "train.arrow", DECODED, "decode")
