@@ -42,15 +42,3 @@ def write_json(dest: Path, obj: Any) -> None:
     """Write `obj` as stable, sorted, indented JSON, atomically."""
     with atomic_path(dest) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    """Read a JSON file that an earlier stage wrote; a missing file is a StageError."""
-    from stages.errors import StageError
-
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise StageError(f"{path} is missing; run the stage that writes it (dvc repro)") from None
-    except json.JSONDecodeError as err:
-        raise StageError(f"{path} is not valid JSON ({err}); re-run the stage that writes it") from None

@@ -52,7 +52,7 @@ DECODED = pa.schema(
 
 # Which columns a table's rows are sorted by: sorted rows make the file byte-identical
 # for the same input, so DVC's hashes only move when the content does.
-SORT_KEYS = {id(MANIFEST): ["path"], id(PREDICTIONS): ["model", "path"], id(DECODED): ["path"]}
+SORT_KEYS = {id(MANIFEST): ["path"], id(PREDICTIONS): ["model", "path"]}
 
 
 def sort_rows(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -91,7 +91,8 @@ def read_table(path: Path, schema: pa.Schema, stage: str) -> pa.Table:
 
 
 def write_arrow(batches, dest: Path, schema: pa.Schema) -> None:
-    """Write record batches (already in canonical order) as an Arrow IPC file, atomically."""
+    """Write record batches as an Arrow IPC file, atomically; they come in manifest order,
+    which is already sorted by path."""
     with atomic_path(Path(dest)) as tmp:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             for batch in batches:
