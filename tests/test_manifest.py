@@ -1,7 +1,10 @@
+import io
 import shutil
 
+import numpy as np
 import pyarrow as pa
 import pytest
+from PIL import Image
 
 from stages.errors import StageError
 from stages.manifest import build_manifest, list_images, probe_image
@@ -30,8 +33,29 @@ def test_manifest_rows_and_rejects(tiny_project):
     assert all(r["label"] == (r["class_name"] == "not-hotdog") for r in rows)
     rejects = paths.rejects.read_text().splitlines()
     assert rejects[0] == "split,path,reason"
-    assert rejects[1].startswith("train,train/not-hotdog/1000.png,") and "truncated" in rejects[1]
+    assert rejects[1].startswith("train,train/not-hotdog/1000.png,") and "truncated" in rejects[1].lower()
     assert len(rejects) == 3
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP"])
+def test_pixel_check_rejects_truncated_and_corrupt_files(tmp_path, fmt):
+    """The cheap check (CRCs for PNG, a 1/8-scale decode for JPEG) catches what a full decode does."""
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(buf, fmt)
+    good = buf.getvalue()
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0xFF
+    files = {"good": good, "half": good[: len(good) // 2], "short": good[:-40], "flipped": bytes(flipped)}
+    (tmp_path / "train/hotdog").mkdir(parents=True)
+    for name, data in files.items():
+        (tmp_path / "train/hotdog" / name).write_bytes(data)
+    probes = {name: probe_image(tmp_path, f"train/hotdog/{name}", 0) for name in files}
+    assert probes["good"].row["width"] == 160 and probes["good"].row["height"] == 120
+    assert probes["good"].row["format"] == fmt
+    assert probes["half"].reason and probes["short"].reason
+    if fmt == "PNG":  # only PNG checksums its pixel data; a flipped JPEG or BMP byte decodes
+        assert "checksum" in probes["flipped"].reason
 
 
 def test_same_input_gives_identical_bytes(tiny_project):
@@ -53,7 +77,7 @@ def test_parallel_probe_matches_serial(tiny_project):
 def test_too_many_rejects_fail_and_write_nothing(tiny_project):
     (tiny_project / "params.yaml").write_text(
         (tiny_project / "params.yaml").read_text().replace("max_reject_fraction: 0.2", "max_reject_fraction: 0.05"))
-    with pytest.raises(StageError, match=r"1 of 13 images in split 'train' do not decode .*train/not-hotdog/1000.png"):
+    with pytest.raises(StageError, match=r"1 of 13 images in split 'train' are truncated or corrupt .*train/not-hotdog/1000.png"):
         run_manifest()
     assert not (tiny_project / "data/manifest").exists()
     assert not (tiny_project / "metrics").exists()
