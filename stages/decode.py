@@ -16,7 +16,7 @@ import pyarrow as pa
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from stages.errors import run_main
+from stages.errors import StageError, run_main
 from stages.params import SPLITS, Paths, load_params
 from stages.schema import DECODED, MANIFEST, read_table, write_arrow
 
@@ -27,8 +27,14 @@ BATCH_ROWS = 64
 
 def decode_image(path: Path, short_side: int) -> tuple[int, int, bytes]:
     """(height, width, HWC uint8 RGB bytes) of one image, its shorter side resized."""
-    with Image.open(path) as img:
-        rgb = F.resize(img.convert("RGB"), short_side, antialias=True)
+    try:
+        with Image.open(path) as img:
+            rgb = F.resize(img.convert("RGB"), short_side, antialias=True)
+    except Exception as err:  # PIL raises many types for bad input
+        # The manifest's cheap check (stages/manifest.py: check_pixels) lets through a
+        # file whose checksums hold but whose pixels do not decode. Rare: say which one.
+        raise StageError(f"{path} passed the manifest's check but does not decode "
+                         f"({type(err).__name__}: {err}); replace it in the data set and re-run `dvc repro`") from None
     pixels = np.asarray(rgb, dtype=np.uint8)
     return pixels.shape[0], pixels.shape[1], pixels.tobytes()
 

@@ -1,3 +1,7 @@
+import io
+import struct
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +20,7 @@ from stages.data import (
     train_view,
 )
 from stages.decode import decode_image
+from stages.errors import StageError
 from stages.params import load_params
 from stages.schema import DECODED, MANIFEST, read_arrow, read_table
 
@@ -126,3 +131,28 @@ def test_augmentation_is_fixed_by_seed_not_workers(tiny_project):
     assert all(torch.equal(a, b) for a, b in zip(one, two))
     assert not torch.equal(torch.cat(one), torch.cat(batches(0, 2)))
     assert not torch.equal(torch.cat(one), torch.cat(batches(0, 1, seed=1)))
+
+
+def png_with_bad_pixels() -> bytes:
+    """A PNG whose IDAT is not a zlib stream but carries a correct CRC: only decoding finds it."""
+    buf = io.BytesIO()
+    photo(40, 30).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    at = data.index(b"IDAT")
+    length = struct.unpack(">I", data[at - 4:at])[0]
+    data[at + 4:at + 4 + length] = bytes(length)  # zeros: an invalid zlib header
+    data[at + 4 + length:at + 8 + length] = struct.pack(">I", zlib.crc32(data[at:at + 4 + length]))
+    return bytes(data)
+
+
+def test_an_image_that_passes_the_manifest_but_does_not_decode_is_named(tiny_project):
+    from stages import decode, manifest
+
+    manifest.main()
+    bad = tiny_project / "data/hotdog/train/hotdog/0.png"
+    bad.write_bytes(png_with_bad_pixels())
+    assert manifest.probe_image(tiny_project / "data/hotdog", "train/hotdog/0.png", 0).row is not None
+    with pytest.raises(StageError, match=r"data/hotdog/train/hotdog/0.png passed the manifest's check but does "
+                                         r"not decode \(.*\); replace it in the data set"):
+        decode.main()
+    assert not (tiny_project / "data/decoded/train.arrow").exists()
