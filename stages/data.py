@@ -1,19 +1,25 @@
 """Images for training and evaluation, from the decode stage's uint8 files.
 
 Augmentation follows the seed (RandomResizedCrop, horizontal flip, ImageNet normalize) on
-uint8 tensors; normalisation runs once per batch, on the training device. Each image
-draws from its own generator seeded by (seed, epoch, index), so results do not depend on
-the number of DataLoader workers or on the order batches arrive in.
+uint8 tensors; normalisation runs once per batch, on the training device.
+
+Each epoch has a plan drawn up front from (seed, epoch): the order of the images, a crop box
+and a flip for each. Two paths carry it out, and give the same batches (tests/test_data.py):
+- `workers`: DataLoader worker processes crop and resize one image at a time on the CPU
+  (torchvision's antialiased resize), so the training steps never wait for them;
+- `device`: the whole train split sits on the training device in one uint8 tensor, and
+  each batch is cropped and resized there at once (`resized_crops`), with no host work.
+The plan does not depend on the number of workers or on the order batches arrive in.
 """
 
 from __future__ import annotations
 
-import math
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.v2 import functional as F
 
 from stages.params import TrainParams
@@ -23,39 +29,63 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # torchvision's RandomResizedCrop defaults, which the seed uses.
 CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
+CROP_TRIES = 10  # as torchvision's get_params
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A well-mixed 63-bit seed for one image in one epoch."""
-    state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
-    return int(state[0]) << 31 ^ int(state[1])
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator for one epoch's plan, well mixed from (seed, epoch)."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
 
 
-def sample_crop(height: int, width: int, g: torch.Generator) -> tuple[int, int, int, int]:
-    """RandomResizedCrop.get_params drawn from `g`: (top, left, crop height, crop width).
+def crop_boxes(heights: torch.Tensor, widths: torch.Tensor, u_scale: torch.Tensor, u_ratio: torch.Tensor,
+               u_top: torch.Tensor, u_left: torch.Tensor) -> torch.Tensor:
+    """RandomResizedCrop.get_params for N images at once: int64 (top, left, height, width) rows.
 
-    Same algorithm as torchvision's (ten tries at a random area and log-uniform aspect
-    ratio, then a centre crop), which draws from the global RNG instead.
+    The same algorithm as torchvision's (CROP_TRIES tries at a random area and log-uniform
+    aspect ratio, the first that fits wins, else a centre crop), in the same float32 and
+    float64 steps, fed from uniforms in [0, 1): u_scale and u_ratio (N, CROP_TRIES), u_top
+    and u_left (N,). torchvision draws one image at a time from the global RNG instead.
     """
-    area = height * width
-    log_lo, log_hi = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
-    for _ in range(10):
-        target = area * torch.empty(1).uniform_(*CROP_SCALE, generator=g).item()
-        aspect = math.exp(torch.empty(1).uniform_(log_lo, log_hi, generator=g).item())
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, (1,), generator=g))
-            left = int(torch.randint(0, width - w + 1, (1,), generator=g))
-            return top, left, h, w
-    ratio = width / height
-    if ratio < CROP_RATIO[0]:
-        w, h = width, int(round(width / CROP_RATIO[0]))
-    elif ratio > CROP_RATIO[1]:
-        h, w = height, int(round(height * CROP_RATIO[1]))
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
+    h_img, w_img = heights.double()[:, None], widths.double()[:, None]
+    lo, hi = torch.tensor(CROP_SCALE, dtype=torch.float32)
+    scale = lo + u_scale * (hi - lo)
+    log_lo, log_hi = torch.log(torch.tensor(CROP_RATIO))
+    aspect = torch.exp(log_lo + u_ratio * (log_hi - log_lo)).double()
+    target = h_img * w_img * scale.double()
+    w = torch.round(torch.sqrt(target * aspect))
+    h = torch.round(torch.sqrt(target / aspect))
+    fits = (w > 0) & (w <= w_img) & (h > 0) & (h <= h_img)
+    first = fits.int().argmax(1, keepdim=True)  # the first try that fits (argmax takes the first)
+    w, h = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]
+    # No try fits: a centre crop, clamped to the ratio range.
+    h_img, w_img = h_img[:, 0], w_img[:, 0]
+    in_ratio = w_img / h_img
+    fb_w = torch.where(in_ratio > CROP_RATIO[1], torch.round(h_img * CROP_RATIO[1]), w_img)
+    fb_h = torch.where(in_ratio < CROP_RATIO[0], torch.round(w_img / CROP_RATIO[0]), h_img)
+    found = fits.any(1)
+    w, h = torch.where(found, w, fb_w), torch.where(found, h, fb_h)
+    top = torch.where(found, torch.floor(u_top * (h_img - h + 1)), torch.floor((h_img - h) / 2))
+    left = torch.where(found, torch.floor(u_left * (w_img - w + 1)), torch.floor((w_img - w) / 2))
+    return torch.stack([top, left, h, w], 1).long()
+
+
+class EpochPlan(NamedTuple):
+    """What one epoch does: the image order, and each image's crop box and flip."""
+
+    order: torch.Tensor  # (N,) int64, a permutation
+    boxes: torch.Tensor  # (N, 4) int64 top, left, height, width; row i is image i's
+    flips: torch.Tensor  # (N,) bool
+
+
+def plan_epoch(seed: int, epoch: int, heights: torch.Tensor, widths: torch.Tensor) -> EpochPlan:
+    """The epoch's order, crops and flips, all drawn from epoch_generator(seed, epoch)."""
+    g, n = epoch_generator(seed, epoch), len(heights)
+    order = torch.randperm(n, generator=g)
+    u = torch.rand(n, 2 * CROP_TRIES + 3, generator=g)
+    boxes = crop_boxes(heights, widths, u[:, :CROP_TRIES], u[:, CROP_TRIES:2 * CROP_TRIES],
+                       u[:, -3].double(), u[:, -2].double())
+    return EpochPlan(order, boxes, u[:, -1] < 0.5)
 
 
 def normalize(batch: torch.Tensor) -> torch.Tensor:
@@ -65,11 +95,52 @@ def normalize(batch: torch.Tensor) -> torch.Tensor:
     return (batch.float().div(255) - mean) / std
 
 
-def train_view(image: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
-    """The seed's RandomResizedCrop + flip on a uint8 CHW tensor, every draw taken from `g`."""
-    top, left, h, w = sample_crop(image.shape[1], image.shape[2], g)
+def train_view(image: torch.Tensor, box: torch.Tensor, flip: bool, size: int) -> torch.Tensor:
+    """The seed's RandomResizedCrop + flip on a uint8 CHW tensor, for a planned box and flip."""
+    top, left, h, w = box.tolist()
     view = F.resized_crop(image, top, left, h, w, [size, size], antialias=True)
-    return F.horizontal_flip(view) if torch.rand(1, generator=g).item() < 0.5 else view
+    return F.horizontal_flip(view) if flip else view
+
+
+def resize_weights(lengths: torch.Tensor, size: int, span: int) -> torch.Tensor:
+    """(B, size, span) matrices that resize each length-L line to `size`, as antialiased bilinear.
+
+    Row i holds PIL's (and torchvision's antialias=True) triangle filter around source
+    centre (i + 0.5) * L / size, widened by L / size when shrinking, cut at the line's end
+    and normalised. Columns from L to span are zero, so one batch can mix lengths.
+    """
+    lengths = lengths.to(torch.float32)[:, None, None]
+    scale = lengths / size
+    support = scale.clamp(min=1.0)
+    centre = scale * (torch.arange(size, device=lengths.device, dtype=torch.float32)[None, :, None] + 0.5)
+    x = torch.arange(span, device=lengths.device, dtype=torch.float32)[None, None, :]
+    weights = (1 - ((x + 0.5 - centre) / support).abs()).clamp(min=0) * (x < lengths)
+    return weights / weights.sum(-1, keepdim=True)
+
+
+def resized_crops(pixels: torch.Tensor, starts: torch.Tensor, widths: torch.Tensor, index: torch.Tensor,
+                  boxes: torch.Tensor, flips: torch.Tensor, size: int) -> torch.Tensor:
+    """Batched train_view: uint8 (B, 3, size, size) crops of images `index` in a flat store.
+
+    pixels holds every image's HWC bytes back to back; image k starts at starts[k] and is
+    widths[k] wide. All tensors are on one device except `boxes` (B, 4), which stays on the
+    CPU so the batch's largest crop is known without waiting for the device. The crops are
+    gathered into one zero-padded float batch, then resized by two batched matrix products
+    with resize_weights; a flip is the horizontal matrix reversed.
+    """
+    device = pixels.device
+    span_h, span_w = int(boxes[:, 2].max()), int(boxes[:, 3].max())
+    top, left, h, w = boxes.to(device, non_blocking=True).unbind(1)
+    # Rows and columns past a crop's edge repeat its last one; their weights are zero.
+    rows = torch.minimum(torch.arange(span_h, device=device)[None], h[:, None] - 1) + top[:, None]
+    cols = torch.minimum(torch.arange(span_w, device=device)[None], w[:, None] - 1) + left[:, None]
+    at = starts[index][:, None, None] + (rows[:, :, None] * widths[index][:, None, None] + cols[:, None, :]) * 3
+    crops = pixels[at[..., None] + torch.arange(3, device=device)].permute(0, 3, 1, 2).float()
+    down = resize_weights(h, size, span_h)  # (B, size, span_h)
+    across = resize_weights(w, size, span_w)  # (B, size, span_w)
+    across = torch.where(flips.to(device)[:, None, None], across.flip(1), across)
+    out = down[:, None] @ crops @ across.transpose(1, 2)[:, None]
+    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def test_view(image: torch.Tensor, size: int, resize: int) -> torch.Tensor:
@@ -81,19 +152,22 @@ class DecodedImages(Dataset):
     """(uint8 CHW image, label) per row of a decoded split; with a `seed` it augments."""
 
     def __init__(self, table: pa.Table, params: TrainParams, seed: int | None = None):
-        heights, widths = table.column("height").to_pylist(), table.column("width").to_pylist()
+        self.heights = torch.tensor(table.column("height").to_pylist(), dtype=torch.int64)
+        self.widths = torch.tensor(table.column("width").to_pylist(), dtype=torch.int64)
         # Views into the memory-mapped file, chunk by chunk: combine_chunks() would copy
         # the whole split into memory.
         blobs = (blob.as_buffer() for chunk in table.column("pixels").chunks for blob in chunk)
         self.images = [np.frombuffer(blob, dtype=np.uint8).reshape(h, w, 3)
-                       for blob, h, w in zip(blobs, heights, widths)]
+                       for blob, h, w in zip(blobs, self.heights.tolist(), self.widths.tolist())]
         self.labels = table.column("label").to_pylist()
         self.size, self.resize = params.image_size, params.test_resize
-        self.seed, self.epoch = seed, 0
+        self.seed = seed
+        self.plan: EpochPlan | None = None
 
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose augmentation draws the next iteration uses."""
-        self.epoch = epoch
+    def set_epoch(self, epoch: int) -> EpochPlan:
+        """Draw the plan the next iteration follows."""
+        self.plan = plan_epoch(self.seed, epoch, self.heights, self.widths)
+        return self.plan
 
     def __len__(self) -> int:
         return len(self.images)
@@ -101,27 +175,104 @@ class DecodedImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = torch.from_numpy(self.images[index]).permute(2, 0, 1)  # HWC -> CHW, no copy
         if self.seed is not None:
-            g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index))
-            return train_view(image, self.size, g), self.labels[index]
+            plan = self.plan
+            return train_view(image, plan.boxes[index], bool(plan.flips[index]), self.size), self.labels[index]
         return test_view(image, self.size, self.resize), self.labels[index]
 
 
-def test_tensors(dataset: DecodedImages) -> TensorDataset:
-    """Every test view, computed once: evaluation then only batches them."""
-    views = torch.stack([dataset[i][0] for i in range(len(dataset))]) if len(dataset) else torch.empty(0)
-    return TensorDataset(views, torch.tensor(dataset.labels))
+class PlannedOrder(Sampler[int]):
+    """The DataLoader's sampler: the order of the dataset's current plan."""
+
+    def __init__(self, dataset: DecodedImages):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.dataset.plan.order.tolist())
 
 
-def make_loader(dataset: Dataset, params: TrainParams, shuffle_seed: int | None = None) -> DataLoader:
-    """A DataLoader in manifest order, or shuffled by `shuffle_seed` (a new order each epoch)."""
-    shuffle = shuffle_seed is not None
-    return DataLoader(
-        dataset,
-        batch_size=params.batch_size,
-        shuffle=shuffle,
-        generator=torch.Generator().manual_seed(shuffle_seed) if shuffle else None,
-        num_workers=params.num_workers if shuffle else 0,  # test views are precomputed
-        # Workers are re-created each epoch so they see set_epoch(); that costs a
-        # process start per epoch, which is small next to an epoch of training.
-        persistent_workers=False,
-    )
+class WorkerBatches:
+    """Train batches augmented per image in DataLoader workers (the `workers` path)."""
+
+    name = "workers"
+
+    def __init__(self, images: DecodedImages, params: TrainParams):
+        self.images = images
+        self.loader = DataLoader(
+            images, batch_size=params.batch_size, sampler=PlannedOrder(images),
+            num_workers=params.num_workers,
+            # Workers are re-created each epoch so they see the new plan; that costs a
+            # process start per epoch, which is small next to an epoch of training.
+            persistent_workers=False,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.images.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return iter(self.loader)
+
+
+class ResidentBatches:
+    """Train batches from the whole split held on `device`, augmented there (the `device` path)."""
+
+    name = "device"
+
+    def __init__(self, images: DecodedImages, params: TrainParams, device: torch.device):
+        self.images, self.batch_size, self.size = images, params.batch_size, params.image_size
+        sizes = images.heights * images.widths * 3
+        self.pixels = torch.empty(int(sizes.sum()), dtype=torch.uint8, device=device)
+        starts = torch.cumsum(sizes, 0) - sizes
+        for image, start in zip(images.images, starts.tolist()):  # one image at a time: no host copy
+            self.pixels[start:start + image.size].copy_(torch.from_numpy(image.reshape(-1)))
+        self.starts, self.widths = starts.to(device), images.widths.to(device)
+        self.labels = torch.tensor(images.labels, device=device)
+        self.plan: EpochPlan | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.plan = self.images.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        plan = self.plan
+        for start in range(0, len(self.images), self.batch_size):
+            index = plan.order[start:start + self.batch_size]
+            on_device = index.to(self.pixels.device, non_blocking=True)
+            yield (resized_crops(self.pixels, self.starts, self.widths, on_device, plan.boxes[index],
+                                 plan.flips[index], self.size), self.labels[on_device])
+
+
+def train_batches(images: DecodedImages, params: TrainParams, device: torch.device) -> WorkerBatches | ResidentBatches:
+    """The augmentation path train.augment asks for; `auto` keeps the data on CUDA devices."""
+    augment = params.augment
+    if augment == "auto":
+        augment = "device" if device.type == "cuda" else "workers"
+    return ResidentBatches(images, params, device) if augment == "device" else WorkerBatches(images, params)
+
+
+class EvalViews(NamedTuple):
+    """Every test view, computed once (uint8 NCHW) with its labels; evaluation only batches them."""
+
+    views: torch.Tensor
+    labels: torch.Tensor
+
+    def to(self, device: torch.device) -> EvalViews:
+        return EvalViews(self.views.to(device), self.labels.to(device))
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self.labels), batch_size):
+            yield self.views[start:start + batch_size], self.labels[start:start + batch_size]
+
+
+def eval_views(dataset: DecodedImages) -> EvalViews:
+    """The test view of every image in `dataset`, in order."""
+    n = len(dataset)
+    views = torch.stack([dataset[i][0] for i in range(n)]) if n else torch.empty(0, 3, dataset.size, dataset.size)
+    return EvalViews(views.to(torch.uint8), torch.tensor(dataset.labels, dtype=torch.int64))

@@ -13,7 +13,7 @@ import torch
 from torch.nn import functional as nnf
 
 from stages.checkpoint import load_state
-from stages.data import DecodedImages, make_loader, test_tensors
+from stages.data import DecodedImages, eval_views
 from stages.errors import StageError, run_main
 from stages.files import write_json
 from stages.hardware import pick_device, pick_precision
@@ -107,10 +107,10 @@ def evaluate(params: TrainParams, paths: Paths) -> tuple[dict, pa.Table]:
     device = pick_device(params.device)
     precision = pick_precision(params.precision, device)
     decoded = read_arrow(paths.decoded_file("test"), DECODED, "decode")
-    loader = make_loader(test_tensors(DecodedImages(decoded, params)), params)
+    views = eval_views(DecodedImages(decoded, params)).to(device)
     metrics, tables = {}, []
     for run in RUNS:
-        logits, labels = predict(load_model(paths, run, device), loader, device, precision)
+        logits, labels = predict(load_model(paths, run, device), views, params.batch_size, device, precision)
         metrics[run], columns = score(logits, labels)
         metrics[run].update(device=device.type, precision=precision)
         tables.append(pa.table({"path": decoded.column("path"), "label": columns["label"],

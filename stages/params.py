@@ -71,6 +71,7 @@ class TrainParams(Section):
     precision: Literal["auto", "fp32", "bf16"]
     weight_decay: float = Field(ge=0.0)
     num_workers: int = Field(ge=0)
+    augment: Literal["auto", "workers", "device"]
 
     @property
     def test_resize(self) -> int:

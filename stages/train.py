@@ -6,6 +6,7 @@ models/<run>.pt and metrics/<run>.json, metrics/<run>_epochs.json.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -13,13 +14,12 @@ from typing import Iterator, NamedTuple
 
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 from tqdm import tqdm
 
 from stages.checkpoint import load_state
-from stages.data import DecodedImages, make_loader, normalize, test_tensors
+from stages.data import DecodedImages, EvalViews, eval_views, normalize, train_batches
 from stages.files import atomic_path, write_json
-from stages.hardware import autocast, pick_device, pick_precision, seed_everything
+from stages.hardware import autocast, configure_backends, pick_device, pick_precision, seed_everything
 from stages.model import build_model, param_groups
 from stages.params import Paths, RunParams, TrainParams, load_params
 from stages.schema import DECODED, read_arrow
@@ -48,6 +48,40 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)  # CUDA runs async; time the work, not its launch
 
 
+class StepClock:
+    """Adds up the time of training steps only, as d2l's examples/sec counts it.
+
+    On CUDA it records events around each step and reads them once per epoch: a host
+    wait per step, as d2l's code has, would starve the GPU.
+    """
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self.seconds = 0.0
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end.record()
+            self.events.append((start, end))
+        else:
+            start = time.perf_counter()
+            yield
+            self.seconds += time.perf_counter() - start
+
+    def total(self) -> float:
+        """Seconds in steps so far (on CUDA, waits for the last one to finish)."""
+        if self.events:
+            self.events[-1][1].synchronize()
+            self.seconds += sum(a.elapsed_time(b) for a, b in self.events) / 1000
+            self.events = []
+        return self.seconds
+
+
 def batches(loader, desc: str) -> Iterator:
     """The loader's batches, with progress: a bar on a terminal, else a line per tenth.
 
@@ -70,38 +104,44 @@ def train_one_epoch(model: nn.Module, loader, optimizer, device: torch.device, p
     """One pass over `loader` with the seed's summed cross-entropy loss."""
     model.train()
     loss_fn = nn.CrossEntropyLoss(reduction="none")
-    loss_sum, correct, examples, step_seconds = 0.0, 0, 0, 0.0
+    # The sums stay on the device until the epoch ends: reading them every step would
+    # make the host wait for each step.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    examples, clock = 0, StepClock(device)
+    _sync(device)
     wall_start = time.perf_counter()
     for x, y in batches(loader, desc):
-        _sync(device)
-        start = time.perf_counter()
-        x = normalize(x.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
-        y = y.to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, precision):
-            logits = model(x)
-        losses = loss_fn(logits.float(), y)
-        # Summed, not averaged, as d2l's train_ch13: the lr in params.yaml belongs to a sum.
-        losses.sum().backward()
-        optimizer.step()
-        loss_sum += losses.detach().sum().item()  # .item() waits for the step to finish
-        correct += (logits.argmax(1) == y).sum().item()
-        examples += y.numel()
-        step_seconds += time.perf_counter() - start
-    return EpochStats(loss_sum, correct, examples, step_seconds, time.perf_counter() - wall_start)
+        with clock.step():
+            x = normalize(x.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device, precision):
+                logits = model(x)
+            losses = loss_fn(logits.float(), y)
+            # Summed, not averaged, as d2l's train_ch13: the lr in params.yaml belongs to a sum.
+            losses.sum().backward()
+            optimizer.step()
+            loss_sum += losses.detach().sum()
+            correct += (logits.argmax(1) == y).sum()
+        examples += len(y)
+    _sync(device)
+    wall = time.perf_counter() - wall_start
+    return EpochStats(loss_sum.item(), int(correct.item()), examples, clock.total(), wall)
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, loader, device: torch.device, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fp32 logits, labels) on the CPU for every example of `loader`, in order."""
+def predict(model: nn.Module, views: EvalViews, batch_size: int, device: torch.device,
+            precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp32 logits, labels) on the CPU for every view, in order."""
     model.eval()
-    all_logits, all_labels = [], []
-    for x, y in loader:
+    all_logits = []
+    for x, _ in views.batches(batch_size):
         x = normalize(x.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
-            all_logits.append(model(x).float().cpu())
-        all_labels.append(y)
-    return torch.cat(all_logits), torch.cat(all_labels)
+            all_logits.append(model(x).float())
+    logits = torch.cat(all_logits) if all_logits else torch.empty(0, 2)
+    return logits.cpu(), views.labels.cpu()
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -122,7 +162,8 @@ def epoch_record(epoch: int, stats: EpochStats, test_acc: float, seconds: float)
     }
 
 
-def summarize(records: list[dict], stats: list[EpochStats], device: torch.device, precision: str) -> dict:
+def summarize(records: list[dict], stats: list[EpochStats], device: torch.device, precision: str,
+              augment: str) -> dict:
     """metrics/<run>.json: the last epoch's figures and the speed over all epochs."""
     last, examples = records[-1], sum(s.examples for s in stats)
     return {
@@ -135,23 +176,22 @@ def summarize(records: list[dict], stats: list[EpochStats], device: torch.device
         "train_seconds": sum(r["epoch_seconds"] for r in records),
         "device": device.type,
         "precision": precision,
+        "augment": augment,
     }
 
 
-def fit(model: nn.Module, train_set: DecodedImages, test_views: TensorDataset, run: str,
-        params: TrainParams, run_params: RunParams, seed: int, device: torch.device,
-        precision: str) -> Iterator[tuple[dict, EpochStats]]:
-    """Train for params.epochs, yielding each epoch's record as soon as it is done."""
+def fit(model: nn.Module, train, evals: EvalViews, run: str, params: TrainParams, run_params: RunParams,
+        device: torch.device, precision: str) -> Iterator[tuple[dict, EpochStats]]:
+    """Train for params.epochs on `train` (see data.train_batches), yielding each epoch's
+    record as soon as it is done."""
     groups = param_groups(model, run_params.lr, run_params.head_lr_mult)
     optimizer = torch.optim.SGD(groups, lr=run_params.lr, weight_decay=params.weight_decay)
-    train_loader = make_loader(train_set, params, shuffle_seed=seed)
-    test_loader = make_loader(test_views, params)
     for epoch in range(1, params.epochs + 1):
         start = time.perf_counter()
-        train_set.set_epoch(epoch)
-        stats = train_one_epoch(model, train_loader, optimizer, device, precision,
+        train.set_epoch(epoch)
+        stats = train_one_epoch(model, train, optimizer, device, precision,
                                 desc=f"{run} epoch {epoch}/{params.epochs}")
-        test_acc = accuracy(*predict(model, test_loader, device, precision))
+        test_acc = accuracy(*predict(model, evals, params.batch_size, device, precision))
         yield epoch_record(epoch, stats, test_acc, time.perf_counter() - start), stats
 
 
@@ -174,20 +214,23 @@ def train_run(run: str, seed: int, params: TrainParams, run_params: RunParams, p
     device = pick_device(params.device)
     precision = pick_precision(params.precision, device)
     seed_everything(seed)
+    configure_backends(device)
     pretrained = None
     if run_params.pretrained:
         pretrained = load_state(paths.weights, f"weights file {paths.weights}", "run `dvc repro weights`")
     model = build_model(pretrained, run_params.head_init).to(device, memory_format=torch.channels_last)
-    train_set = DecodedImages(read_arrow(paths.decoded_file("train"), DECODED, "decode"), params, seed)
+    train = train_batches(DecodedImages(read_arrow(paths.decoded_file("train"), DECODED, "decode"), params, seed),
+                          params, device)
     # Only the test views are kept, so the test file's mapping is released at once.
-    test_views = test_tensors(DecodedImages(read_arrow(paths.decoded_file("test"), DECODED, "decode"), params))
-    print(f"{run}: {len(train_set)} train / {len(test_views)} test images on {device.type}, {precision}", flush=True)
+    evals = eval_views(DecodedImages(read_arrow(paths.decoded_file("test"), DECODED, "decode"), params)).to(device)
+    print(f"{run}: {len(train.images)} train / {len(evals.labels)} test images on {device.type}, {precision}, "
+          f"augmented on {train.name}", flush=True)
     records, stats = [], []
-    for record, epoch_stats in fit(model, train_set, test_views, run, params, run_params, seed, device, precision):
+    for record, epoch_stats in fit(model, train, evals, run, params, run_params, device, precision):
         records.append(record)
         stats.append(epoch_stats)
         print(format_record(run, params.epochs, record), flush=True)
-    summary = summarize(records, stats, device, precision)
+    summary = summarize(records, stats, device, precision, train.name)
     used = {"seed": seed, "train": params.model_dump(), run: run_params.model_dump()}
     save_checkpoint(paths.checkpoint(run), model, run, used, summary)
     write_json(paths.run_epochs(run), records)

@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from conftest import write_params
 from synthetic import write_weights
 from torch import nn
 
@@ -58,6 +59,7 @@ def test_training_writes_its_outputs_and_repeats_exactly(tiny_project, run):
     assert all(torch.equal(first["state_dict"][k], second["state_dict"][k]) for k in first["state_dict"])
     assert first["params"] == {"seed": 0, "train": p.train.model_dump(), run: getattr(p, run).model_dump()}
     assert a["device"] == "cpu" and a["precision"] == pick_precision("auto", torch.device("cpu"))
+    assert a["augment"] == "workers"  # auto, on the CPU
     epochs = json.loads(p.paths.run_epochs(run).read_text())
     assert [e["epoch"] for e in epochs] == [1]
     assert set(epochs[0]) == {"epoch", "loss", "train_acc", "test_acc", "examples_per_sec",
@@ -65,3 +67,20 @@ def test_training_writes_its_outputs_and_repeats_exactly(tiny_project, run):
     assert json.loads(p.paths.run_summary(run).read_text()) == b
     model = build_model(None, "default")
     model.load_state_dict(first["state_dict"])  # the checkpoint is a complete ResNet-18
+
+
+def test_the_device_augmentation_path_trains_and_repeats_exactly(tiny_project):
+    # augment: device (the CUDA default), run on the CPU. Its batches equal the workers
+    # path's within a level (tests/test_data.py). The losses are not compared: a random
+    # stand-in ResNet at 32 px, batch 4, in train mode turns a one-level change of the
+    # input into a loss change of about 50% (measured), so only eval-mode outputs are stable.
+    write_weights(tiny_project / "data/weights/resnet18.pth")
+    p = load_params("manifest")
+    build_manifest(p.manifest, p.paths, workers=1)
+    decode.main()
+    write_params(tiny_project / "params.yaml", {"train.augment": "device"})
+    p, a, b, first, second = run_twice("finetune")
+    assert a["augment"] == "device" and a == {**b, "train_seconds": a["train_seconds"],
+                                              "examples_per_sec": a["examples_per_sec"],
+                                              "examples_per_sec_wall": a["examples_per_sec_wall"]}
+    assert all(torch.equal(first["state_dict"][k], second["state_dict"][k]) for k in first["state_dict"])
