@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shlex
@@ -66,7 +67,9 @@ def run_project(args, work: Path) -> dict:
     decode_all(paths, train.test_resize, workers)  # once per data set, not per epoch
     decode_seconds = time.perf_counter() - start - manifest_seconds
     summary = train_run("finetune", args.seed, train, params.finetune, paths)
-    return {**summary, "manifest_seconds": manifest_seconds, "decode_seconds": decode_seconds}
+    epochs = json.loads(paths.run_epochs("finetune").read_text())
+    return {**summary, "manifest_seconds": manifest_seconds, "decode_seconds": decode_seconds,
+            "wall_by_epoch": [e["examples_per_sec_wall"] for e in epochs]}
 
 
 def table(seed: dict, project: dict) -> str:
@@ -89,7 +92,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--record", action="store_true", help=f"append the figures to {RESULTS.name}")
+    parser.add_argument("--record", action="store_true", help="append the figures to --results")
+    parser.add_argument("--results", type=Path, default=RESULTS, help=f"where --record writes (default: {RESULTS.name})")
     return parser.parse_args(argv)
 
 
@@ -105,17 +109,22 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as work:
         project = run_project(args, Path(work))
     result = table(seed, project)
+    # The first epoch carries one-off costs (cuDNN's algorithm search, worker start-up);
+    # on a fast GPU they weigh on a short run's mean, so each epoch's rate is shown too.
+    by_epoch = ", ".join(f"{r:.1f}" for r in project["wall_by_epoch"])
     print(result)
+    print(f"project wall ex/s by epoch: {by_epoch}; augmentation on {project['augment']}")
     print(f"manifest: {project['manifest_seconds']:.1f} s, decode: {project['decode_seconds']:.1f} s "
           "(both once per data set, not counted above)", flush=True)
     if args.record:
         command = "python -m benchmarks.bench " + shlex.join(argv if argv is not None else sys.argv[1:])
-        with RESULTS.open("a") as f:
+        with args.results.open("a") as f:
             f.write(f"\n### {datetime.date.today()}: {command}\n\nMachine: {machine()}. "
                     f"Data: {args.data}, {args.epochs} epoch(s), batch {args.batch_size}, "
                     f"{args.image_size} px. Manifest {project['manifest_seconds']:.1f} s, "
                     f"decode {project['decode_seconds']:.1f} s (once per data set).\n\n"
-                    f"{result}\n")
+                    f"{result}\n\nProject wall ex/s by epoch: {by_epoch}; augmentation on "
+                    f"{project['augment']}.\n")
 
 
 if __name__ == "__main__":

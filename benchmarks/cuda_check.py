@@ -1,0 +1,112 @@
+"""The CUDA-only paths against their CPU counterparts: python -m benchmarks.cuda_check
+
+1. resized_crops (augment: device) on the training device against the same function on
+   the CPU, for the same plan: every value within one level, and ties only.
+2. A short training run through ResidentBatches and StepClock: the step time that CUDA
+   events report is positive and below the wall time.
+
+Prints what it measured and exits with status 1 when a check fails. Without CUDA both sides
+run on the CPU, so CI runs it too (tests/test_bench.py) and it cannot rot unnoticed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from stages.data import DecodedImages, ResidentBatches, plan_epoch, resized_crops
+from stages.hardware import pick_device, pick_precision
+from stages.model import build_model
+from stages.params import read_params
+from stages.train import train_one_epoch
+
+# Up to this share of values may differ by one level: where float sums on two devices
+# round a tie differently.
+TIE_SHARE = 1e-3
+
+
+def photos(n: int, seed: int = 0) -> list[np.ndarray]:
+    """n HWC uint8 images of the decode stage's shapes (shorter side 256), noise on smooth."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(n):
+        long = int(rng.integers(256, 520))
+        h, w = (256, long) if rng.random() < 0.7 else (long, 256)
+        smooth = np.kron(rng.integers(0, 256, (h // 32 + 1, w // 32 + 1, 3)), np.ones((32, 32, 1)))[:h, :w]
+        images.append(np.clip(smooth + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8))
+    return images
+
+
+def decoded_table(images: list[np.ndarray]) -> pa.Table:
+    """The images as the decode stage's table (labels alternate)."""
+    return pa.table({"path": [f"{i}.png" for i in range(len(images))],
+                     "label": [i % 2 for i in range(len(images))],
+                     "height": pa.array([i.shape[0] for i in images], pa.int32()),
+                     "width": pa.array([i.shape[1] for i in images], pa.int32()),
+                     "pixels": pa.array([i.tobytes() for i in images], pa.large_binary())})
+
+
+def check_crops(device: torch.device, images: list[np.ndarray], size: int, batch: int) -> bool:
+    """resized_crops on `device` vs on the CPU; prints the differences and the device's rate."""
+    heights = torch.tensor([i.shape[0] for i in images])
+    widths = torch.tensor([i.shape[1] for i in images])
+    sizes = heights * widths * 3
+    starts = torch.cumsum(sizes, 0) - sizes
+    pixels = torch.from_numpy(np.concatenate([i.reshape(-1) for i in images]))
+    on_device = [t.to(device) for t in (pixels, starts, widths)]
+    plan = plan_epoch(0, 1, heights, widths)
+    worst, ties, total, seconds = 0, 0, 0, 0.0
+    for start in range(0, len(images), batch):
+        index = plan.order[start:start + batch]
+        cpu = resized_crops(pixels, starts, widths, index, plan.boxes[index], plan.flips[index], size)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        began = time.perf_counter()
+        dev = resized_crops(*on_device, index.to(device), plan.boxes[index], plan.flips[index], size)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - began
+        diff = (dev.cpu().int() - cpu.int()).abs()
+        worst, ties, total = max(worst, int(diff.max())), ties + int((diff > 0).sum()), total + diff.numel()
+    ok = worst <= 1 and ties / total <= TIE_SHARE
+    print(f"resized_crops on {device.type} vs cpu: max difference {worst} level(s), "
+          f"{ties / total:.2e} of values differ (allowed: 1 level, {TIE_SHARE:.0e}); "
+          f"{len(images) / seconds:.0f} crops/s on {device.type} (first batch included): "
+          f"{'ok' if ok else 'FAILED'}")
+    return ok
+
+
+def check_training(device: torch.device, images: list[np.ndarray], size: int, batch: int) -> bool:
+    """One epoch through ResidentBatches and StepClock on `device`; prints its rates."""
+    params = read_params().train.model_copy(update={"image_size": size, "batch_size": batch})
+    train = ResidentBatches(DecodedImages(decoded_table(images), params, seed=0), params, device)
+    train.set_epoch(1)
+    precision = pick_precision("auto", device)
+    model = build_model(None, "default").to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-5)
+    stats = train_one_epoch(model, train, optimizer, device, precision, desc="cuda_check")
+    ok = 0 < stats.step_seconds <= stats.wall_seconds and stats.examples == len(images)
+    print(f"one epoch of {stats.examples} images, {precision}: {stats.examples / stats.wall_seconds:.0f} "
+          f"ex/s wall, {stats.examples / stats.step_seconds:.0f} ex/s in steps (first epoch, "
+          f"cuDNN's search included): {'ok' if ok else 'FAILED'}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    n, size, batch = (int(a) for a in argv) if argv else (512, 224, 128)
+    device = pick_device("auto")
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "no CUDA: both sides on the CPU"
+    print(f"device: {device.type} ({name}), torch {torch.__version__}", flush=True)
+    images = photos(n)
+    ok = check_crops(device, images, size, batch)
+    ok = check_training(device, images, size, batch) and ok
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
