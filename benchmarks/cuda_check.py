@@ -1,7 +1,8 @@
 """The CUDA-only paths against their CPU counterparts: python -m benchmarks.cuda_check
 
-1. resized_crops (augment: device) on the training device against the same function on
-   the CPU, for the same plan: every value within one level, and ties only.
+1. An epoch of ResidentBatches (augment: device, built on resized_crops) on the training
+   device against the same on the CPU: the same labels, every value within one level, and
+   ties only.
 2. A short training run through ResidentBatches and StepClock: the step time that CUDA
    events report is positive and below the wall time.
 
@@ -18,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from stages.data import DecodedImages, ResidentBatches, plan_epoch, resized_crops
-from stages.hardware import pick_device, pick_precision
+from stages.data import DecodedImages, ResidentBatches
+from stages.hardware import pick_device, pick_precision, synchronize
 from stages.model import build_model
 from stages.params import read_params
 from stages.train import train_one_epoch
@@ -51,27 +52,23 @@ def decoded_table(images: list[np.ndarray]) -> pa.Table:
 
 
 def check_crops(device: torch.device, images: list[np.ndarray], size: int, batch: int) -> bool:
-    """resized_crops on `device` vs on the CPU; prints the differences and the device's rate."""
-    heights = torch.tensor([i.shape[0] for i in images])
-    widths = torch.tensor([i.shape[1] for i in images])
-    sizes = heights * widths * 3
-    starts = torch.cumsum(sizes, 0) - sizes
-    pixels = torch.from_numpy(np.concatenate([i.reshape(-1) for i in images]))
-    on_device = [t.to(device) for t in (pixels, starts, widths)]
-    plan = plan_epoch(0, 1, heights, widths)
+    """An epoch of ResidentBatches on `device` vs on the CPU; prints the differences and the rate."""
+    params = read_params().train.model_copy(update={"image_size": size, "batch_size": batch})
+    table = decoded_table(images)
+    cpu, dev = (ResidentBatches(DecodedImages(table, params, seed=0), params, d) for d in (torch.device("cpu"), device))
+    cpu.set_epoch(1)
+    dev.set_epoch(1)
     worst, ties, total, seconds = 0, 0, 0, 0.0
-    for start in range(0, len(images), batch):
-        index = plan.order[start:start + batch]
-        cpu = resized_crops(pixels, starts, widths, index, plan.boxes[index], plan.flips[index], size)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    batches = iter(dev)
+    for x_cpu, y_cpu in cpu:
+        synchronize(device)
         began = time.perf_counter()
-        dev = resized_crops(*on_device, index.to(device), plan.boxes[index], plan.flips[index], size)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        x_dev, y_dev = next(batches)
+        synchronize(device)
         seconds += time.perf_counter() - began
-        diff = (dev.cpu().int() - cpu.int()).abs()
+        diff = (x_dev.cpu().int() - x_cpu.int()).abs()
         worst, ties, total = max(worst, int(diff.max())), ties + int((diff > 0).sum()), total + diff.numel()
+        worst = worst if torch.equal(y_dev.cpu(), y_cpu) else 256  # labels must match exactly
     ok = worst <= 1 and ties / total <= TIE_SHARE
     print(f"resized_crops on {device.type} vs cpu: max difference {worst} level(s), "
           f"{ties / total:.2e} of values differ (allowed: 1 level, {TIE_SHARE:.0e}); "

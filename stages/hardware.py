@@ -45,6 +45,12 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work: CUDA runs async, and a timer must time the work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def configure_backends(device: torch.device) -> None:
     """Backend switches for speed that do not change results."""
     if device.type == "cuda":

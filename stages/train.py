@@ -19,7 +19,14 @@ from tqdm import tqdm
 from stages.checkpoint import load_state
 from stages.data import DecodedImages, EvalViews, eval_views, normalize, train_batches
 from stages.files import atomic_path, write_json
-from stages.hardware import autocast, configure_backends, pick_device, pick_precision, seed_everything
+from stages.hardware import (
+    autocast,
+    configure_backends,
+    pick_device,
+    pick_precision,
+    seed_everything,
+    synchronize,
+)
 from stages.model import build_model, param_groups
 from stages.params import Paths, RunParams, TrainParams, load_params
 from stages.schema import DECODED, read_arrow
@@ -41,11 +48,6 @@ def sections(run: str) -> tuple[str, ...]:
 def outputs(paths: Paths, run: str) -> list[Path]:
     """What a training stage writes (tests/test_seams.py checks dvc.yaml declares the same)."""
     return [paths.checkpoint(run), paths.run_summary(run), paths.run_epochs(run)]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)  # CUDA runs async; time the work, not its launch
 
 
 class StepClock:
@@ -109,7 +111,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, device: torch.device, p
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     examples, clock = 0, StepClock(device)
-    _sync(device)
+    synchronize(device)
     wall_start = time.perf_counter()
     for x, y in batches(loader, desc):
         with clock.step():
@@ -125,7 +127,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, device: torch.device, p
             loss_sum += losses.detach().sum()
             correct += (logits.argmax(1) == y).sum()
         examples += len(y)
-    _sync(device)
+    synchronize(device)
     wall = time.perf_counter() - wall_start
     return EpochStats(loss_sum.item(), int(correct.item()), examples, clock.total(), wall)
 
