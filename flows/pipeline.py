@@ -40,7 +40,8 @@ TRAINING_WEIGHT = 10  # a training stage counts this many times another in the p
 PARAMETER_KEYS = {
     "finetune_lr": "finetune.lr", "scratch_lr": "scratch.lr", "epochs": "train.epochs",
     "batch_size": "train.batch_size", "image_size": "train.image_size", "device": "train.device",
-    "precision": "train.precision", "data_url": "data.url", "data_sha1": "data.sha1",
+    "precision": "train.precision", "augment": "train.augment", "data_url": "data.url",
+    "data_sha1": "data.sha1",
 }
 PLOTS_DIR = "dvc_plots"  # `dvc plots show` writes its HTML here (git-ignored)
 _TRAIN_LINE = re.compile(r"^(\w+) epoch (\d+)/(\d+): (?:batch (\d+)/(\d+)|loss )")
@@ -198,6 +199,7 @@ def hotdog_pipeline(
     image_size: int | None = None,
     device: Literal["auto", "cpu", "cuda"] | None = None,
     precision: Literal["auto", "fp32", "bf16"] | None = None,
+    augment: Literal["auto", "workers", "device"] | None = None,
     data_url: str | None = None,
     data_sha1: str | None = None,
     params: dict[str, Any] | None = None,
@@ -209,7 +211,7 @@ def hotdog_pipeline(
     logger = get_run_logger()
     project = project_dir()
     named = dict(finetune_lr=finetune_lr, scratch_lr=scratch_lr, epochs=epochs, batch_size=batch_size,
-                 image_size=image_size, device=device, precision=precision, data_url=data_url,
+                 image_size=image_size, device=device, precision=precision, augment=augment, data_url=data_url,
                  data_sha1=data_sha1)
     try:
         changed = apply_overrides(collect_overrides(named, params), project / PARAMS_FILE)
