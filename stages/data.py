@@ -126,8 +126,8 @@ def resized_crops(pixels: torch.Tensor, starts: torch.Tensor, widths: torch.Tens
     pixels holds every image's HWC bytes back to back; image k starts at starts[k] and is
     widths[k] wide. All tensors are on one device except `boxes` (B, 4), which stays on the
     CPU so the batch's largest crop is known without waiting for the device. The crops are
-    gathered into one zero-padded float batch, then resized by two batched matrix products
-    with resize_weights; a flip is the horizontal matrix reversed.
+    gathered into one float batch, padded to its largest crop, then resized by two batched
+    matrix products with resize_weights; a flip is the horizontal matrix reversed.
     """
     device = pixels.device
     span_h, span_w = int(boxes[:, 2].max()), int(boxes[:, 3].max())
