@@ -23,6 +23,7 @@ from stages.data import DecodedImages, ResidentBatches
 from stages.hardware import pick_device, pick_precision, synchronize
 from stages.model import build_model
 from stages.params import read_params
+from stages.schema import DECODED
 from stages.train import train_one_epoch
 
 # Up to this share of values may differ by one level: where float sums on two devices
@@ -46,9 +47,9 @@ def decoded_table(images: list[np.ndarray]) -> pa.Table:
     """The images as the decode stage's table (labels alternate)."""
     return pa.table({"path": [f"{i}.png" for i in range(len(images))],
                      "label": [i % 2 for i in range(len(images))],
-                     "height": pa.array([i.shape[0] for i in images], pa.int32()),
-                     "width": pa.array([i.shape[1] for i in images], pa.int32()),
-                     "pixels": pa.array([i.tobytes() for i in images], pa.large_binary())})
+                     "height": [i.shape[0] for i in images],
+                     "width": [i.shape[1] for i in images],
+                     "pixels": [i.tobytes() for i in images]}, schema=DECODED)
 
 
 def check_crops(device: torch.device, images: list[np.ndarray], size: int, batch: int) -> bool:
