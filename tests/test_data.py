@@ -124,17 +124,22 @@ def test_test_view_is_the_seeds_transform():
     assert data.test_view(F.pil_to_tensor(img), 32, 37).shape == (3, 32, 32)
 
 
+def smooth_photo_and_its_decoded_copy(tmp_path, size):
+    """A smooth photo of `size` (w, h) saved as PNG, and the decode stage's copy of it (CHW)."""
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    Image.fromarray(small).resize(size, Image.BICUBIC).save(tmp_path / "photo.png")
+    original = Image.open(tmp_path / "photo.png").convert("RGB")
+    h, w, pixels = decode_image(tmp_path / "photo.png", 256)
+    assert (h, w) == (256, 341)  # both sizes used here are about 4:3
+    return original, torch.frombuffer(bytearray(pixels), dtype=torch.uint8).view(h, w, 3).permute(2, 0, 1)
+
+
 def test_decoded_images_give_the_seeds_test_view_within_a_level(tmp_path):
     # The decode stage resizes once (shorter side 256); the test view then squashes that.
     # Resampling twice moves pixels a little; the stated tolerance is a mean of 1 and a
     # maximum of 8 levels out of 255 (measured here: 0.2 and 2 on a 500x375 image).
-    rng = np.random.default_rng(0)
-    small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
-    Image.fromarray(small).resize((500, 375), Image.BICUBIC).save(tmp_path / "photo.png")
-    original = Image.open(tmp_path / "photo.png").convert("RGB")
-    h, w, pixels = decode_image(tmp_path / "photo.png", 256)
-    assert min(h, w) == 256 and (h, w) == (256, 341)
-    cached = torch.frombuffer(bytearray(pixels), dtype=torch.uint8).view(h, w, 3).permute(2, 0, 1)
+    original, cached = smooth_photo_and_its_decoded_copy(tmp_path, (500, 375))
     expected = F.pil_to_tensor(F.center_crop(F.resize(original, [256, 256], antialias=True), [224, 224]))
     diff = (data.test_view(cached, 224, 256).int() - expected.int()).abs().float()
     assert diff.mean() <= 1 and diff.max() <= 8
@@ -147,13 +152,7 @@ def test_decoded_images_give_the_seeds_train_view_within_tolerance(tmp_path):
     # tolerance: a mean of 1 and a maximum of 12 levels (measured: 0.71 and 9, 50 draws).
     # Off this grid a box also moves by up to half a pixel of the copy; that changes where
     # the crop falls, not how faithful it is, and is as random as the crop itself.
-    rng = np.random.default_rng(0)
-    small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
-    Image.fromarray(small).resize((682, 512), Image.BICUBIC).save(tmp_path / "photo.png")
-    original = Image.open(tmp_path / "photo.png").convert("RGB")
-    h, w, pixels = decode_image(tmp_path / "photo.png", 256)
-    assert (h, w) == (256, 341)
-    cached = torch.frombuffer(bytearray(pixels), dtype=torch.uint8).view(h, w, 3).permute(2, 0, 1)
+    original, cached = smooth_photo_and_its_decoded_copy(tmp_path, (682, 512))
     for s in range(50):
         torch.manual_seed(s)
         box = [v // 2 for v in T.RandomResizedCrop.get_params(original, (0.08, 1.0), (3 / 4, 4 / 3))]
