@@ -186,10 +186,9 @@ class DecodedImages(Dataset):
         self.seed = seed
         self.plan: EpochPlan | None = None
 
-    def set_epoch(self, epoch: int) -> EpochPlan:
+    def set_epoch(self, epoch: int) -> None:
         """Draw the plan the next iteration follows."""
         self.plan = plan_epoch(self.seed, epoch, self.heights, self.widths)
-        return self.plan
 
     def __len__(self) -> int:
         return len(self.images)
@@ -254,16 +253,15 @@ class ResidentBatches:
             self.pixels[start:start + image.size].copy_(as_tensor(image.reshape(-1)))
         self.starts, self.widths = starts.to(device), images.widths.to(device)
         self.labels = torch.tensor(images.labels, device=device)
-        self.plan: EpochPlan | None = None
 
     def set_epoch(self, epoch: int) -> None:
-        self.plan = self.images.set_epoch(epoch)
+        self.images.set_epoch(epoch)
 
     def __len__(self) -> int:
         return -(-len(self.images) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        plan = self.plan
+        plan = self.images.plan
         for start in range(0, len(self.images), self.batch_size):
             index = plan.order[start:start + self.batch_size]
             on_device = index.to(self.pixels.device, non_blocking=True)
