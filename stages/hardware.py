@@ -11,13 +11,28 @@ import torch
 from stages.errors import StageError
 
 
-def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+CPUINFO = Path("/proc/cpuinfo")
+# Native bf16 matrix instructions: AVX512-BF16 (Zen 4, Cooper Lake on) or AMX (Sapphire Rapids on).
+# Without them bf16 autocast is emulated: 0.7 img/s against fp32's 8 to 9 on a Zen 3.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> set[str]:
+    """The feature flags of the first CPU in cpuinfo (empty when it cannot be read)."""
     try:
-        flags = cpuinfo.read_text()
+        lines = cpuinfo.read_text().splitlines()
     except OSError:
-        return False  # not Linux: stay with fp32 rather than emulate bf16 slowly
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+        return set()  # not Linux
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return set(value.split())
+    return set()
+
+
+def cpu_has_bf16(cpuinfo: Path = CPUINFO) -> bool:
+    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    return not cpu_flags(cpuinfo).isdisjoint(BF16_FLAGS)
 
 
 def pick_device(name: str) -> torch.device:
@@ -29,13 +44,13 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def pick_precision(name: str, device: torch.device) -> str:
+def pick_precision(name: str, device: torch.device, cpuinfo: Path = CPUINFO) -> str:
     """auto -> bf16 where the hardware runs it natively, else fp32."""
     if name != "auto":
         return name
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_bf16() else "fp32"
+    return "bf16" if cpu_has_bf16(cpuinfo) else "fp32"
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

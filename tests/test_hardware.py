@@ -1,8 +1,21 @@
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from stages.errors import StageError
-from stages.hardware import autocast, cpu_has_bf16, pick_device, pick_precision
+from stages.hardware import autocast, cpu_flags, cpu_has_bf16, pick_device, pick_precision
+
+pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test
+
+# /proc/cpuinfo of the three CPU kinds these machines have had. The Zen 3 file is a copy of
+# a session machine's (2026-11-29); the other two carry the flags Linux reports for an AMX
+# Xeon (Sapphire Rapids) and a Zen 4 EPYC (Genoa) under KVM.
+CPUINFO = Path(__file__).with_name("cpuinfo")
 
 
 def test_cpu_bf16_flags(tmp_path):
@@ -26,10 +39,21 @@ def test_auto_device_and_explicit_cuda():
             pick_device("cuda")
 
 
-def test_precision_choice():
-    cpu = torch.device("cpu")
-    assert pick_precision("fp32", cpu) == "fp32" and pick_precision("bf16", cpu) == "bf16"
-    assert pick_precision("auto", cpu) == ("bf16" if cpu_has_bf16() else "fp32")
+def test_flags_come_from_the_flags_line_only(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("model name\t: amx_bf16 in a name\nflags\t\t: fpu avx2\nbugs\t\t: avx512_bf16\n")
+    assert cpu_flags(info) == {"fpu", "avx2"} and not cpu_has_bf16(info)
+    assert cpu_flags(tmp_path / "absent") == set()
+
+
+@pytest.mark.parametrize(("cpu", "expected"), [("amd-epyc-zen3", "fp32"), ("amd-epyc-zen4", "bf16"),
+                                               ("intel-xeon-amx", "bf16")])
+def test_auto_precision_on_each_cpu_kind(cpu, expected):
+    # A Zen 3 (AVX2 only) emulates bf16 at 0.7 img/s against fp32's 8 to 9: auto must be fp32.
+    cpuinfo = CPUINFO / f"{cpu}.txt"
+    assert pick_precision("auto", torch.device("cpu"), cpuinfo) == expected
+    for asked in ("fp32", "bf16"):  # an explicit choice is never second-guessed
+        assert pick_precision(asked, torch.device("cpu"), cpuinfo) == asked
 
 
 def test_autocast_runs_matmuls_in_bf16_only_when_asked():
@@ -38,3 +62,40 @@ def test_autocast_runs_matmuls_in_bf16_only_when_asked():
         assert (x @ x).dtype == torch.bfloat16
     with autocast(torch.device("cpu"), "fp32"):
         assert (x @ x).dtype == torch.float32
+
+
+# A channels_last convolution, as training runs it: it goes through oneDNN, which then
+# names the ISA it dispatches to (ONEDNN_VERBOSE). A contiguous one does not reach oneDNN.
+PROBE = """import torch
+cl = torch.channels_last
+torch.nn.Conv2d(3, 8, 3).to(memory_format=cl)(torch.randn(2, 3, 16, 16).contiguous(memory_format=cl))
+print("aten", torch.backends.cpu.get_cpu_capability())"""
+AVX2_CAPS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def isa_in_effect(env: dict) -> tuple[str, str]:
+    """(ATen's CPU capability, oneDNN's ISA) in a fresh Python with `env`."""
+    run = subprocess.run([sys.executable, "-c", PROBE], env={**env, "ONEDNN_VERBOSE": "1"},
+                         capture_output=True, text=True, check=True)
+    return re.search(r"^aten (\w+)$", run.stdout, re.M)[1], re.search(r",isa:([^,\n]+)", run.stdout)[1]
+
+
+def test_the_avx2_caps_take_effect():
+    # make test reruns the numeric tests under these caps, so that a green run on an AMX
+    # or AVX-512 machine also means green on an AVX2-only one; they must really apply.
+    aten, onednn = isa_in_effect({**os.environ, **AVX2_CAPS})
+    assert aten == "AVX2" and onednn == "Intel AVX2"
+
+
+ONEDNN_NAMES = {"AVX2": "Intel AVX2", "SSE41": "Intel SSE4.1"}  # ONEDNN_MAX_CPU_ISA -> its log name
+
+
+def test_this_run_uses_the_isa_it_was_asked_for():
+    # make test's later lanes set the caps in the environment (Makefile); its first sets
+    # none, and then both libraries must use at least AVX2, which every machine here has.
+    aten, onednn = isa_in_effect(dict(os.environ))
+    assert torch.backends.cpu.get_cpu_capability() == aten  # this process, as the fresh one
+    asked = os.environ.get("ATEN_CPU_CAPABILITY")
+    assert aten == asked.upper() if asked else aten in ("AVX2", "AVX512")
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    assert onednn == ONEDNN_NAMES[cap] if cap else ("AVX2" in onednn or "AVX-512" in onednn)
