@@ -16,14 +16,34 @@ from servers import serve_directory
 from synthetic import dataset_files, write_tree, write_weights, write_zip
 
 REPO = Path(__file__).resolve().parents[1]
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+
+
+def pytest_report_header(config) -> list[str]:
+    """The CPU and the ISA caps of this run: what torch computes depends on both."""
+    import torch
+
+    from stages.hardware import CPUINFO, cpu_flags
+
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in CPUINFO.read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = "unknown"
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags()]
+    caps = " ".join(f"{k}={os.environ[k]}" for k in ISA_CAPS if k in os.environ) or "none"
+    return [f"cpu: {model} ({' '.join(isa) or 'no AVX2'}), {os.cpu_count()} cores; torch {torch.__version__}, "
+            f"ATen capability {torch.backends.cpu.get_cpu_capability()}; ISA caps: {caps}"]
 
 # The shrunk config every training test starts from (lightning-hydra-template's idea):
-# 32 px, 1 epoch, tiny batches, CPU, fp32 unless a test asks otherwise.
+# 32 px, 1 epoch, tiny batches, CPU, fp32 unless a test asks otherwise. Precision is
+# pinned: `auto` would run bf16 on one CPU and fp32 on another.
 TINY = {
     "train.epochs": 1,
     "train.batch_size": 4,
     "train.image_size": 32,
     "train.device": "cpu",
+    "train.precision": "fp32",
     "train.num_workers": 0,
     "manifest.max_reject_fraction": 0.2,
 }

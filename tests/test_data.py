@@ -26,6 +26,8 @@ from stages.errors import StageError
 from stages.params import load_params
 from stages.schema import DECODED, MANIFEST, read_arrow, read_table
 
+pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test
+
 NORMALIZE = T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 
 
@@ -99,11 +101,24 @@ def test_epoch_plans_are_fixed_by_seed_and_epoch():
 
 
 ONE_LEVEL = 1 / 255 / min(IMAGENET_STD) + 1e-6  # one uint8 step, after normalisation
+# torchvision resizes uint8 tensors with one of two ATen kernels, chosen by the CPU: with
+# ATen's AVX2 capability, PIL's own fixed-point arithmetic (measured on noise: under 2% of
+# values one level from PIL, the test view exact); otherwise (ATEN_CPU_CAPABILITY=default
+# here, and the generic path AVX-512 builds take) float weights, 16-20% one level off.
+# What the tests must tell apart is a wrong crop, flip, size or filter, which moves most
+# values by many levels, and a resize that truncates instead of rounding, which puts about
+# half the values a level low. Hence: at most one level, and under a third of values off.
+ROUNDING_SHARE = 1 / 3
+
+
+def within_rounding(got: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Normalised images that differ by resampling's rounding only (see ROUNDING_SHARE)."""
+    diff = (got - expected).abs()
+    return bool(diff.max() <= ONE_LEVEL and (diff > 1e-5).float().mean() < ROUNDING_SHARE)
 
 
 def test_train_view_is_the_seeds_transform():
-    # Same draws, nearly the same pixels: torchvision's uint8 tensor resampling differs
-    # from PIL's by at most one level, in under 2% of the values (here, on pure noise).
+    # Same draws, the same pixels but for rounding (pure noise, the hardest case).
     img = photo(120, 90)
     for s in range(10):
         torch.manual_seed(s)
@@ -112,15 +127,15 @@ def test_train_view_is_the_seeds_transform():
         box = torch.tensor(T.RandomResizedCrop.get_params(F.pil_to_tensor(img), (0.08, 1.0), (3 / 4, 4 / 3)))
         flip = bool(torch.rand(1) < 0.5)
         got = normalize(train_view(F.pil_to_tensor(img), box, flip, 48)[None])[0]
-        diff = (got - expected).abs()
-        assert diff.max() <= ONE_LEVEL and (diff > 1e-5).float().mean() < 0.02
+        assert within_rounding(got, expected)
+        assert not within_rounding(got.flip(-1), expected)  # a wrong flip is caught
 
 
 def test_test_view_is_the_seeds_transform():
     img = photo(120, 90)
     got = normalize(data.test_view(F.pil_to_tensor(img), 224, 256)[None])[0]
-    diff = (got - seed_test_augs(224, 256)(img)).abs()
-    assert diff.max() <= ONE_LEVEL and (diff > 1e-5).float().mean() < 0.02
+    assert within_rounding(got, seed_test_augs(224, 256)(img))
+    assert not within_rounding(got, seed_test_augs(224, 260)(img))  # a resize 4 px off is caught
     assert data.test_view(F.pil_to_tensor(img), 32, 37).shape == (3, 32, 32)
 
 

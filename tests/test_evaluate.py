@@ -5,6 +5,8 @@ import torch
 
 from stages.evaluate import confusion, per_class, roc_auc, score
 
+pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test
+
 
 def brute_auc(scores, positive):
     pos = [s for s, p in zip(scores, positive) if p]

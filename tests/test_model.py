@@ -7,6 +7,8 @@ from stages.checkpoint import load_state
 from stages.errors import StageError
 from stages.model import build_model, param_groups
 
+pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test
+
 
 def test_pretrained_weights_are_loaded_and_the_head_replaced(tmp_path):
     write_weights(tmp_path / "w.pth", seed=3)
