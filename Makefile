@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Stage commands say `python -m stages.<name>`: the venv's bin goes first on PATH.
 WITH_VENV := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: run test ui bench clean-venv
+.PHONY: run test test-fast ui bench clean-venv
 
 # The venv is rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -37,6 +37,10 @@ test: $(VENV)/.installed $(CHROMIUM)
 	$(WITH_VENV) python -m pytest
 	$(WITH_VENV) $(AVX2_CAPS) python -m pytest -m numeric
 	$(WITH_VENV) $(GENERIC_CAPS) python -m pytest -m numeric
+
+# The edit-test loop: unit tests only, no servers, subprocesses or end-to-end runs.
+test-fast: $(VENV)/.installed
+	$(WITH_VENV) python -m pytest -m "not slow" -q
 
 ui: $(VENV)/.installed
 	$(WITH_VENV) python -m flows.ui

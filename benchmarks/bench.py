@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import shlex
@@ -20,12 +19,13 @@ from pathlib import Path
 import torch
 
 from benchmarks.seed import finetune_net, train_fine_tuning
-from stages.checkpoint import load_state
-from stages.decode import decode_all
-from stages.hardware import pick_device
-from stages.manifest import build_manifest
-from stages.params import ManifestParams, Paths, read_params
-from stages.train import train_run
+from hotdog.checkpoint import load_state
+from hotdog.data import read_eval_views, read_train_images
+from hotdog.decode import decode_split
+from hotdog.hardware import pick_device
+from hotdog.manifest import scan
+from hotdog.params import SPLITS, eval_resize, read_params
+from hotdog.train import train
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -53,23 +53,24 @@ def run_seed(args) -> dict:
 
 
 def run_project(args, work: Path) -> dict:
-    """The project's manifest and finetune stages on args.data, params from params.yaml."""
+    """What the manifest, decode and finetune stages do, on args.data; params from params.yaml."""
     params = read_params()
-    train = params.train.model_copy(update={"epochs": args.epochs, "batch_size": args.batch_size,
-                                            "image_size": args.image_size})
-    paths = Paths(zip=work / "unused.zip", weights=args.weights, images=args.data, manifest=work / "manifest",
-                  decoded=work / "decoded", models=work / "models", metrics=work / "metrics",
-                  reports=work / "reports")
+    train_params = params.train.model_copy(update={"epochs": args.epochs, "batch_size": args.batch_size,
+                                                   "image_size": args.image_size})
     workers = os.cpu_count() or 1
     start = time.perf_counter()
-    build_manifest(ManifestParams(max_reject_fraction=1.0), paths, workers)
+    manifest = scan(args.data, 1.0, workers)
     manifest_seconds = time.perf_counter() - start
-    decode_all(paths, train.test_resize, workers)  # once per data set, not per epoch
+    for split in SPLITS:  # once per data set, not per epoch
+        decode_split(args.data, manifest.tables[split], work / f"{split}.arrow", eval_resize(args.image_size), workers)
     decode_seconds = time.perf_counter() - start - manifest_seconds
-    summary = train_run("finetune", args.seed, train, params.finetune, paths)
-    epochs = json.loads(paths.run_epochs("finetune").read_text())
-    return {**summary, "manifest_seconds": manifest_seconds, "decode_seconds": decode_seconds,
-            "wall_by_epoch": [e["examples_per_sec_wall"] for e in epochs]}
+    pretrained = load_state(args.weights, f"weights file {args.weights}", "pass --weights")
+    images = read_train_images(work / "train.arrow", args.image_size, args.seed)
+    evals, _ = read_eval_views(work / "test.arrow", args.image_size)
+    result = train("finetune", args.seed, train_params, params.finetune, params.runtime.num_workers,
+                   pretrained, images, evals)
+    return {**result.summary, "manifest_seconds": manifest_seconds, "decode_seconds": decode_seconds,
+            "wall_by_epoch": [e["examples_per_sec_wall"] for e in result.records]}
 
 
 def table(seed: dict, project: dict) -> str:

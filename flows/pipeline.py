@@ -7,13 +7,9 @@ interchangeable. Run once: python -m flows.pipeline [--scratch-lr 1e-3 ...]; ser
 # No `from __future__ import annotations` here: Prefect builds the flow's parameter model
 # from real annotations, and a served run cannot resolve string ones.
 import argparse
-import json
-import os
-import re
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, get_args, get_origin
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
@@ -27,16 +23,18 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from ruamel.yaml import YAML
 
-from stages.errors import TRANSIENT_EXIT
-from stages.params import PARAMS_FILE, RUNS, ParamsError, apply_overrides, read_params
-from stages.report import COMPARISON_HEADER, comparison_rows
+from flows.repro import StageFailed, StageInterrupted, project_dir, repro, stream_dvc
+from hotdog import events
+from hotdog.params import PARAMS_FILE, RUNS, Params, ParamsError, apply_overrides, read_params
+from hotdog.results import COMPARISON_HEADER, comparison_rows, read_evaluation, read_runs
 
 REPO = Path(__file__).resolve().parents[1]
 # The tasks are dvc.yaml's stages, in its order, so the two cannot drift apart.
 STAGES = tuple(YAML(typ="safe").load((REPO / "dvc.yaml").read_text())["stages"])
 NETWORK_STAGES = ("download", "weights")  # the only ones a retry can help
 TRAINING_WEIGHT = 10  # a training stage counts this many times another in the progress bar
-# Flow parameter -> params.yaml key; anything else goes through `params`.
+# Flow parameter -> params.yaml key; anything else goes through `params`. Each parameter's
+# type is the key's type in hotdog.params (param_type), so the two cannot drift apart.
 PARAMETER_KEYS = {
     "finetune_lr": "finetune.lr", "scratch_lr": "scratch.lr", "epochs": "train.epochs",
     "batch_size": "train.batch_size", "image_size": "train.image_size", "device": "train.device",
@@ -44,68 +42,12 @@ PARAMETER_KEYS = {
     "data_sha1": "data.sha1",
 }
 PLOTS_DIR = "dvc_plots"  # `dvc plots show` writes its HTML here (git-ignored)
-_TRAIN_LINE = re.compile(r"^(\w+) epoch (\d+)/(\d+): (?:batch (\d+)/(\d+)|loss )")
-# DVC's advice after each stage ("To track the changes with git, run: ..."): true, but
-# seven times per run it drowns the stages' own lines, so it goes to the debug level.
-_DVC_HINTS = re.compile(r"^\s*(To track the changes with git|git add |To enable auto staging|"
-                        r"dvc config core.autostage|Use `dvc push`)")
 
 
-class StageFailed(RuntimeError):
-    """A stage failed; the message is the stage's own error line."""
-
-
-class StageInterrupted(StageFailed):
-    """A stage failed in a way a later try may not (the network); the task retries it."""
-
-
-def project_dir() -> Path:
-    """The DVC project the flow works on: the current directory, as for `dvc` itself."""
-    cwd = Path.cwd()
-    if not (cwd / "dvc.yaml").is_file() or not (cwd / ".dvc").is_dir():
-        raise StageFailed(f"{cwd} is not the hotdog project (no dvc.yaml and .dvc/ there); "
-                          "start the flow from the repo root")
-    return cwd
-
-
-def dvc_env() -> dict[str, str]:
-    """This interpreter's bin first on PATH: stage commands say `python -m stages.<name>`."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-def stream_dvc(args: list[str], cwd: Path, on_line: Callable[[str], None]) -> tuple[int, list[str]]:
-    """Run `dvc <args>` (no shell), handing each output line to on_line as it arrives."""
-    command = [sys.executable, "-m", "dvc", *args]
-    lines = []
-    with subprocess.Popen(command, cwd=cwd, env=dvc_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
-        for raw in proc.stdout:
-            for line in raw.rstrip("\n").split("\r"):  # a bar's redraws become lines
-                if line.strip():
-                    lines.append(line)
-                    on_line(line)
-    return proc.returncode, lines
-
-
-def stage_failure(stage: str, lines: list[str], returncode: int) -> StageFailed:
-    """The exception for a failed `dvc repro`, carrying the stage's own message."""
-    own = [line for line in lines if line.startswith(f"error: {stage}:")]
-    dvc = [line for line in lines if line.startswith("ERROR:")]
-    message = (own or dvc or [f"dvc repro {stage} exited with status {returncode}"])[-1]
-    transient = any(line.endswith(f"exited with {TRANSIENT_EXIT}") for line in lines)
-    return (StageInterrupted if transient else StageFailed)(message)
-
-
-def training_fraction(line: str) -> float | None:
-    """How far a training stage is, from its progress lines; None for other lines."""
-    match = _TRAIN_LINE.match(line)
-    if not match:
-        return None
-    epoch, epochs, batch, batches = match.groups()[1:]
-    done_in_epoch = int(batch) / int(batches) if batch else 1.0
-    return (int(epoch) - 1 + done_in_epoch) / int(epochs)
+def param_type(key: str) -> Any:
+    """The type of a dotted params.yaml key ("train.epochs" -> int), from the params models."""
+    section, name = key.split(".")
+    return Params.model_fields[section].annotation.model_fields[name].annotation
 
 
 def stage_spans() -> dict[str, tuple[float, float]]:
@@ -123,21 +65,13 @@ def run_stage(stage: str, progress_id: UUID | None = None) -> bool:
     logger = get_run_logger()
     start, width = stage_spans()[stage]
 
-    def on_line(line: str) -> None:
-        if line.startswith(("error:", "ERROR:")):
-            logger.error(line)
-        elif _DVC_HINTS.match(line):
-            logger.debug(line)
-        else:
-            logger.info(line)
-        fraction = training_fraction(line)
-        if progress_id is not None and fraction is not None:
-            update_progress_artifact(progress_id, round(start + width * fraction, 2))
+    def on_event(event: events.Event) -> None:
+        if isinstance(event, events.Failed):
+            logger.error(event.message)
+        elif isinstance(event, events.Progress) and progress_id is not None:
+            update_progress_artifact(progress_id, round(start + width * event.done, 2))
 
-    returncode, lines = stream_dvc(["repro", "--single-item", stage], project_dir(), on_line)
-    if returncode != 0:
-        raise stage_failure(stage, lines, returncode)
-    ran = any(line.startswith(f"Running stage '{stage}'") for line in lines)
+    ran = repro(stage, project_dir(), logger.info, on_event)
     if not ran:
         logger.info(f"{stage}: up to date, not run (nothing it uses changed since dvc.lock)")
     if progress_id is not None:
@@ -171,9 +105,8 @@ def collect_overrides(named: dict[str, Any], params: dict[str, Any] | None) -> d
 def publish_artifacts(project: Path) -> None:
     """The metrics table, the report, and links to the report and plots."""
     p = read_params(project / PARAMS_FILE).paths
-    summaries = {run: json.loads((project / p.run_summary(run)).read_text()) for run in RUNS}
-    evaluation = json.loads((project / p.evaluation).read_text())
-    rows = [dict(zip(COMPARISON_HEADER, row)) for row in comparison_rows(summaries, evaluation)]
+    _, summaries = read_runs(p)  # the report stage's own checked readers (cwd is the project)
+    rows = [dict(zip(COMPARISON_HEADER, row)) for row in comparison_rows(summaries, read_evaluation(p))]
     create_table_artifact(rows, key="hotdog-metrics",
                           description="Final metrics of both runs beside d2l's published figures")
     create_markdown_artifact((project / p.report).read_text(), key="hotdog-report",
@@ -192,16 +125,16 @@ def publish_artifacts(project: Path) -> None:
 
 @flow(name="hotdog-pipeline", log_prints=True)
 def hotdog_pipeline(
-    finetune_lr: float | None = None,
-    scratch_lr: float | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    image_size: int | None = None,
-    device: Literal["auto", "cpu", "cuda"] | None = None,
-    precision: Literal["auto", "fp32", "bf16"] | None = None,
-    augment: Literal["auto", "workers", "device"] | None = None,
-    data_url: str | None = None,
-    data_sha1: str | None = None,
+    finetune_lr: param_type("finetune.lr") | None = None,
+    scratch_lr: param_type("scratch.lr") | None = None,
+    epochs: param_type("train.epochs") | None = None,
+    batch_size: param_type("train.batch_size") | None = None,
+    image_size: param_type("train.image_size") | None = None,
+    device: param_type("train.device") | None = None,
+    precision: param_type("train.precision") | None = None,
+    augment: param_type("train.augment") | None = None,
+    data_url: param_type("data.url") | None = None,
+    data_sha1: param_type("data.sha1") | None = None,
     params: dict[str, Any] | None = None,
 ) -> dict[str, bool]:
     """Run every DVC stage in order; overrides are written to params.yaml first.
@@ -229,11 +162,11 @@ def hotdog_pipeline(
 def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
     """Command-line flags -> the flow's keyword arguments."""
     parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.splitlines()[0])
-    for name in PARAMETER_KEYS:
-        kind = {"finetune_lr": float, "scratch_lr": float, "epochs": int, "batch_size": int,
-                "image_size": int}.get(name, str)
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind,
-                            help=f"sets {PARAMETER_KEYS[name]}")
+    for name, key in PARAMETER_KEYS.items():
+        kind = param_type(key)
+        choices = get_args(kind) if get_origin(kind) is not None else None  # a Literal's values
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind if choices is None else str,
+                            choices=choices, help=f"sets {key}")
     parser.add_argument("--set", dest="params", action="append", default=[], metavar="KEY=VALUE",
                         help="any params.yaml key, e.g. --set train.weight_decay=5e-4 (YAML value)")
     args = vars(parser.parse_args(argv))

@@ -1,89 +1,27 @@
-"""`make ui`: start a local Prefect server unless one is reachable, serve the flow as the
-deployment `hotdog-pipeline/local`, and print the UI's address. Ctrl-C stops both.
+"""`make ui`: serve the flows as deployments on a Prefect server (the one at PREFECT_API_URL,
+or a local one started for the purpose) and print the UI's address. Ctrl-C stops both.
 Run from the repo root: python -m flows.ui
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
-from pathlib import Path
-from urllib.parse import urlparse
+from hotdog.prefect_server import running_server
 
-DEFAULT_API_URL = "http://127.0.0.1:4200/api"
 DEPLOYMENT = "local"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-START_TIMEOUT = 120.0  # seconds; a first start creates and migrates the SQLite database
-
-
-def is_up(api_url: str) -> bool:
-    """True when a Prefect API answers its health check at api_url."""
-    try:
-        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def start_server(api_url: str) -> tuple[subprocess.Popen, Path]:
-    """`prefect server start` on api_url's loopback host and port; returns it and its log."""
-    url = urlparse(api_url)
-    if url.hostname not in LOOPBACK:
-        raise SystemExit(f"error: ui: no Prefect server answers at {api_url} (PREFECT_API_URL), and "
-                         "only a loopback one can be started here; start that server or unset it")
-    log = Path(tempfile.gettempdir()) / f"hotdog-prefect-server-{url.port}.log"
-    env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false")  # its telemetry write locks SQLite
-    command = [sys.executable, "-m", "prefect", "server", "start",
-               "--host", url.hostname, "--port", str(url.port or 4200)]
-    with log.open("w") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + START_TIMEOUT
-    while not is_up(api_url):
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            tail = "".join(log.read_text().splitlines(keepends=True)[-5:])
-            raise SystemExit(f"error: ui: the Prefect server did not start (see {log}):\n{tail}")
-        time.sleep(0.5)
-    return server, log
-
-
-def configured_api_url() -> str:
-    """PREFECT_API_URL from the environment or the Prefect profile, else the local default."""
-    from prefect.settings import get_current_settings
-
-    return str(get_current_settings().api.url or DEFAULT_API_URL)
 
 
 def main() -> None:
-    api_url = configured_api_url()
-    server = None
-    if is_up(api_url):
-        print(f"Using the Prefect server at {api_url}", flush=True)
-    else:
-        print(f"Starting a Prefect server at {api_url} ...", flush=True)
-        server, log = start_server(api_url)
-        print(f"Prefect server up (log: {log})", flush=True)
-    # Flow runs start in subprocesses, which read the URL from the environment.
-    os.environ["PREFECT_API_URL"] = api_url
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    with running_server() as api_url:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.pipeline import hotdog_pipeline
+        from flows.pipeline import hotdog_pipeline
 
-    ui = api_url.rstrip("/").removesuffix("/api")
-    print(f"Prefect UI: {ui}  (Deployments -> hotdog-pipeline -> {DEPLOYMENT} -> Run)", flush=True)
-    try:
+        ui = api_url.rstrip("/").removesuffix("/api")
+        print(f"Prefect UI: {ui}  (Deployments -> hotdog-pipeline -> {DEPLOYMENT} -> Run)", flush=True)
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             # limit=1: two runs at once would collide on DVC's repo lock.
             hotdog_pipeline.serve(name=DEPLOYMENT, limit=1,
                                   description="The hotdog DVC pipeline, one task per stage")
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -1,2 +1,3 @@
-"""The hotdog pipeline's stages. Each `stages/<name>.py` is one DVC stage, run as
-`python -m stages.<name>` from the repo root; the other modules are shared helpers."""
+"""DVC's entry points, one module per stage of dvc.yaml, run as `python -m stages.<name>`
+from the repo root. Each reads its declared params, calls the `hotdog` library and writes
+its declared outputs; the logic lives in the library."""

@@ -1,60 +1,19 @@
-"""DVC stage `decode`: decode every manifest image once, into data/decoded/{train,test}.arrow.
-
-Each image is resized so its shorter side is the test resize for train.image_size and kept
-as uint8 RGB, so training never decodes a PNG or JPEG again. Run: python -m stages.decode
+"""DVC stage `decode`: decode every manifest image once into data/decoded/{train,test}.arrow,
+uint8 RGB with the shorter side at the test resize for train.image_size (its only param).
+Run from the repo root: python -m stages.decode
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
-import numpy as np
-import pyarrow as pa
-from PIL import Image
-from torchvision.transforms.v2 import functional as F
+from hotdog.decode import decode_split
+from hotdog.errors import run_main
+from hotdog.params import SPLITS, Paths, eval_resize, load_params
+from hotdog.schema import MANIFEST, read_table
 
-from stages.errors import StageError, run_main
-from stages.params import SPLITS, Paths, load_params
-from stages.schema import DECODED, MANIFEST, read_table, write_arrow
-
-# Only the image size matters here; dvc.yaml declares just that key.
-SECTIONS = ("train.image_size",)
-BATCH_ROWS = 64
-
-
-def decode_image(path: Path, short_side: int) -> tuple[int, int, bytes]:
-    """(height, width, HWC uint8 RGB bytes) of one image, its shorter side resized."""
-    try:
-        with Image.open(path) as img:
-            rgb = F.resize(img.convert("RGB"), short_side, antialias=True)
-    except Exception as err:  # PIL raises many types for bad input
-        # The manifest's cheap check (stages/manifest.py: check_pixels) lets through a
-        # file whose checksums hold but whose pixels do not decode. Rare: say which one.
-        raise StageError(f"{path} passed the manifest's check but does not decode "
-                         f"({type(err).__name__}: {err}); replace it in the data set and re-run `dvc repro`") from None
-    pixels = np.asarray(rgb, dtype=np.uint8)
-    return pixels.shape[0], pixels.shape[1], pixels.tobytes()
-
-
-def decoded_batches(root: Path, manifest: pa.Table, short_side: int, workers: int) -> Iterator[pa.RecordBatch]:
-    """The DECODED rows for a manifest, in its order, BATCH_ROWS at a time."""
-    paths = manifest.column("path").to_pylist()
-    labels = manifest.column("label").to_pylist()
-    files = [root / p for p in paths]
-    with ProcessPoolExecutor(max(1, workers)) as pool:
-        decoded = pool.map(decode_image, files, [short_side] * len(files), chunksize=16)
-        for start in range(0, len(paths), BATCH_ROWS):
-            rows = [next(decoded) for _ in paths[start:start + BATCH_ROWS]]
-            yield pa.record_batch([
-                pa.array(paths[start:start + BATCH_ROWS], pa.string()),
-                pa.array(labels[start:start + BATCH_ROWS], pa.int64()),
-                pa.array([h for h, _, _ in rows], pa.int32()),
-                pa.array([w for _, w, _ in rows], pa.int32()),
-                pa.array([b for _, _, b in rows], pa.large_binary()),
-            ], schema=DECODED)
+PARAMS = ("train.image_size",)
 
 
 def outputs(paths: Paths) -> list[Path]:
@@ -62,20 +21,15 @@ def outputs(paths: Paths) -> list[Path]:
     return [paths.decoded_file(s) for s in SPLITS]
 
 
-def decode_all(paths: Paths, short_side: int, workers: int) -> None:
-    """Decode both splits of the manifest into their Arrow files."""
+def main() -> None:
+    p = load_params(*PARAMS)
+    short_side = eval_resize(p.train.image_size)
     for split in SPLITS:
-        manifest = read_table(paths.manifest_file(split), MANIFEST, "manifest")
-        write_arrow(decoded_batches(paths.images, manifest, short_side, workers),
-                    paths.decoded_file(split), DECODED)
-        size = paths.decoded_file(split).stat().st_size / 2**20
+        manifest = read_table(p.paths.manifest_file(split), MANIFEST, "manifest")
+        decode_split(p.paths.images, manifest, p.paths.decoded_file(split), short_side, os.cpu_count() or 1)
+        size = p.paths.decoded_file(split).stat().st_size / 2**20
         print(f"{split}: {manifest.num_rows} images decoded, shorter side {short_side} px, {size:.0f} MiB",
               flush=True)
-
-
-def main() -> None:
-    p = load_params(*SECTIONS)
-    decode_all(p.paths, p.train.test_resize, os.cpu_count() or 1)
 
 
 if __name__ == "__main__":

@@ -1,123 +1,22 @@
-"""DVC stage `evaluate`: run both checkpoints once over the test split.
-
-Writes metrics/evaluate.json (accuracy, per-class precision/recall/F1, ROC-AUC, mean
-loss, confusion counts per model) and metrics/predictions.parquet. Run: python -m stages.evaluate
+"""DVC stage `evaluate`: run both checkpoints once over the test split (params: the train
+keys that decide how a model is run). Writes metrics/evaluate.json (accuracy, per-class
+precision/recall/F1, ROC-AUC, mean loss, confusion counts per model) and
+metrics/predictions.parquet. Run from the repo root: python -m stages.evaluate
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow as pa
-import torch
-from torch.nn import functional as nnf
+from hotdog.data import read_eval_views
+from hotdog.errors import run_main
+from hotdog.evaluate import evaluate
+from hotdog.files import write_json
+from hotdog.inference import load_trained
+from hotdog.params import RUNS, Paths, load_params
+from hotdog.schema import PREDICTIONS, write_table
 
-from stages.checkpoint import load_state
-from stages.data import DecodedImages, eval_views
-from stages.errors import StageError, run_main
-from stages.files import write_json
-from stages.hardware import pick_device, pick_precision
-from stages.model import build_model
-from stages.params import CLASSES, RUNS, Paths, TrainParams, load_params
-from stages.schema import DECODED, PREDICTIONS, read_arrow, write_table
-from stages.train import predict
-
-SECTIONS = ("train",)
-POSITIVE = 0  # ROC-AUC scores "is it a hotdog?", as the task is named
-
-
-def confusion(labels: list[int], predicted: list[int]) -> list[list[int]]:
-    """counts[actual][predicted] over len(CLASSES) classes."""
-    counts = [[0] * len(CLASSES) for _ in CLASSES]
-    for a, p in zip(labels, predicted):
-        counts[a][p] += 1
-    return counts
-
-
-def per_class(counts: list[list[int]]) -> dict[str, dict]:
-    """Precision, recall, F1 and support of each class from confusion counts."""
-    out = {}
-    for k, name in enumerate(CLASSES):
-        tp = counts[k][k]
-        predicted = sum(row[k] for row in counts)
-        actual = sum(counts[k])
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / actual if actual else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        out[name] = {"precision": precision, "recall": recall, "f1": f1, "support": actual}
-    return out
-
-
-def roc_auc(scores: list[float], positive: list[bool]) -> float | None:
-    """Area under the ROC curve (the Mann-Whitney U statistic, ties counted half).
-
-    None when one of the two classes is absent, where the AUC is undefined.
-    """
-    n_pos = sum(positive)
-    n_neg = len(positive) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    order = sorted(range(len(scores)), key=lambda i: scores[i])
-    ranks = [0.0] * len(scores)
-    i = 0
-    while i < len(order):  # average ranks over runs of equal scores
-        j = i
-        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    rank_sum = sum(r for r, p in zip(ranks, positive) if p)
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[dict, dict]:
-    """(metrics, prediction columns) for one model's fp32 logits on the test split."""
-    losses = nnf.cross_entropy(logits, labels, reduction="none")
-    prob_hotdog = logits.softmax(1)[:, POSITIVE]
-    predicted = logits.argmax(1).tolist()
-    truth = labels.tolist()
-    counts = confusion(truth, predicted)
-    metrics = {
-        "images": len(truth),
-        "accuracy": sum(a == p for a, p in zip(truth, predicted)) / len(truth),
-        "loss": losses.mean().item(),
-        "roc_auc": roc_auc(prob_hotdog.tolist(), [t == POSITIVE for t in truth]),
-        "per_class": per_class(counts),
-        "confusion": {CLASSES[a]: {CLASSES[p]: counts[a][p] for p in range(len(CLASSES))}
-                      for a in range(len(CLASSES))},
-    }
-    columns = {"label": truth, "predicted": predicted,
-               "prob_hotdog": prob_hotdog.tolist(), "loss": losses.tolist()}
-    return metrics, columns
-
-
-def load_model(paths: Paths, run: str, device: torch.device) -> torch.nn.Module:
-    """A trained checkpoint, loaded with weights_only=True, ready for inference."""
-    checkpoint = load_state(paths.checkpoint(run), f"checkpoint {paths.checkpoint(run)}", f"run `dvc repro {run}`")
-    if "state_dict" not in checkpoint:
-        raise StageError(f"checkpoint {paths.checkpoint(run)} has no state_dict; run `dvc repro {run}`")
-    model = build_model(None, "default")
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.to(device, memory_format=torch.channels_last)
-
-
-def evaluate(params: TrainParams, paths: Paths) -> tuple[dict, pa.Table]:
-    """Metrics per model and the per-image predictions table."""
-    device = pick_device(params.device)
-    precision = pick_precision(params.precision, device)
-    decoded = read_arrow(paths.decoded_file("test"), DECODED, "decode")
-    views = eval_views(DecodedImages(decoded, params)).to(device)
-    metrics, tables = {}, []
-    for run in RUNS:
-        logits, labels = predict(load_model(paths, run, device), views, params.batch_size, device, precision)
-        metrics[run], columns = score(logits, labels)
-        metrics[run].update(device=device.type, precision=precision)
-        tables.append(pa.table({"path": decoded.column("path"), "label": columns["label"],
-                                "model": [run] * len(labels), "predicted": columns["predicted"],
-                                "prob_hotdog": columns["prob_hotdog"], "loss": columns["loss"]},
-                               schema=PREDICTIONS))
-    return metrics, pa.concat_tables(tables)
+PARAMS = ("train.image_size", "train.batch_size", "train.device", "train.precision")
 
 
 def outputs(paths: Paths) -> list[Path]:
@@ -126,8 +25,10 @@ def outputs(paths: Paths) -> list[Path]:
 
 
 def main() -> None:
-    p = load_params(*SECTIONS)
-    metrics, predictions = evaluate(p.train, p.paths)
+    p = load_params(*PARAMS)
+    models = {run: load_trained(p.paths.checkpoint(run), f"run `dvc repro {run}`")[0] for run in RUNS}
+    views, images = read_eval_views(p.paths.decoded_file("test"), p.train.image_size)
+    metrics, predictions = evaluate(models, views, images, p.train.batch_size, p.train.device, p.train.precision)
     write_table(predictions, p.paths.predictions, PREDICTIONS)
     write_json(p.paths.evaluation, metrics)
     for run, m in metrics.items():

@@ -1,5 +1,5 @@
-"""Weights stage: reads params `weights` and `paths`; writes paths.weights, the ImageNet
-ResNet-18 state dict, SHA-256 verified and checked to load safely.
+"""DVC stage `weights`: fetch the ImageNet ResNet-18 weights (params `weights`), verify
+their SHA-256 and check they load with weights_only=True. Writes paths.weights.
 Run from the repo root: python -m stages.weights
 """
 
@@ -7,47 +7,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
+from hotdog.checkpoint import load_weights
+from hotdog.errors import run_main
+from hotdog.fetch import fetch
+from hotdog.params import Paths, load_params
 
-from stages.checkpoint import load_state
-from stages.errors import StageError, run_main
-from stages.fetch import fetch
-from stages.params import Paths, load_params
-
-SECTIONS = ("weights",)
-REQUIRED_KEYS = ("conv1.weight", "fc.weight")  # the first and last layers of a ResNet
+PARAMS = ("weights",)
 
 
 def outputs(paths: Paths) -> list[Path]:
-    """The files this stage writes."""
+    """What this stage writes (tests/test_seams.py checks dvc.yaml declares the same)."""
     return [paths.weights]
 
 
-def check_state_dict(state: object, source: str) -> None:
-    """Require a dict of tensors holding a ResNet's conv1.weight and fc.weight."""
-    if not isinstance(state, dict):
-        problem = f"holds a {type(state).__name__}, not a state dict"
-    elif not all(isinstance(v, torch.Tensor) for v in state.values()):
-        problem = "is a dict, but not every value is a tensor"
-    elif missing := [k for k in REQUIRED_KEYS if k not in state]:
-        problem = f"is a state dict without {', '.join(missing)}, so not a ResNet's"
-    else:
-        return
-    raise StageError(f"{source}: the file {problem}; check weights.url in params.yaml")
-
-
-def load_weights(path: Path, source: str) -> dict[str, torch.Tensor]:
-    """Load a state dict without running pickled code, and check it is a ResNet's."""
-    state = load_state(path, source, "check weights.url in params.yaml")
-    check_state_dict(state, source)
-    return state
-
-
 def main() -> None:
-    """Fetch the pretrained weights, verify their digest, and check they load."""
-    params = load_params(*SECTIONS)
-    url = params.weights.url
-    fetch(url, params.paths.weights, "sha256", params.weights.sha256, section="weights",
+    p = load_params(*PARAMS)
+    url = p.weights.url
+    fetch(url, p.paths.weights, "sha256", p.weights.sha256, section="weights",
           check=lambda tmp: load_weights(tmp, url))
 
 

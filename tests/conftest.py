@@ -23,7 +23,7 @@ def pytest_report_header(config) -> list[str]:
     """The CPU and the ISA caps of this run: what torch computes depends on both."""
     import torch
 
-    from stages.hardware import CPUINFO, cpu_flags
+    from hotdog.hardware import CPUINFO, cpu_flags
 
     try:
         model = next(line.split(":", 1)[1].strip() for line in CPUINFO.read_text().splitlines()
@@ -44,7 +44,7 @@ TINY = {
     "train.image_size": 32,
     "train.device": "cpu",
     "train.precision": "fp32",
-    "train.num_workers": 0,
+    "runtime.num_workers": 0,
     "manifest.max_reject_fraction": 0.2,
 }
 
@@ -127,7 +127,7 @@ def served_overrides(served) -> dict:
     """Params that point the pipeline at the served files, shrunk further for speed."""
     data_url, sha1, weights_url, sha256 = served
     return {"data.url": data_url, "data.sha1": sha1, "weights.url": weights_url,
-            "weights.sha256": sha256[:8], "train.batch_size": 8, "train.num_workers": 1}
+            "weights.sha256": sha256[:8], "train.batch_size": 8, "runtime.num_workers": 1}
 
 
 def make_project(dest: Path, served, overrides: dict | None = None) -> Path:

@@ -10,8 +10,8 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms.v2 import functional as F
 
-from stages import data
-from stages.data import (
+from hotdog import data
+from hotdog.data import (
     IMAGENET_STD,
     DecodedImages,
     ResidentBatches,
@@ -21,10 +21,10 @@ from stages.data import (
     resized_crops,
     train_view,
 )
-from stages.decode import decode_image
-from stages.errors import StageError
-from stages.params import load_params
-from stages.schema import DECODED, MANIFEST, read_arrow, read_table
+from hotdog.decode import decode_image
+from hotdog.errors import StageError
+from hotdog.params import eval_resize, load_params
+from hotdog.schema import DECODED, MANIFEST, read_arrow, read_table
 
 pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test
 
@@ -133,10 +133,10 @@ def test_train_view_is_the_seeds_transform():
 
 def test_test_view_is_the_seeds_transform():
     img = photo(120, 90)
-    got = normalize(data.test_view(F.pil_to_tensor(img), 224, 256)[None])[0]
+    got = normalize(data.eval_view(F.pil_to_tensor(img), 224)[None])[0]
     assert within_rounding(got, seed_test_augs(224, 256)(img))
     assert not within_rounding(got, seed_test_augs(224, 260)(img))  # a resize 4 px off is caught
-    assert data.test_view(F.pil_to_tensor(img), 32, 37).shape == (3, 32, 32)
+    assert data.eval_view(F.pil_to_tensor(img), 32).shape == (3, 32, 32)
 
 
 def smooth_photo_and_its_decoded_copy(tmp_path, size):
@@ -156,7 +156,7 @@ def test_decoded_images_give_the_seeds_test_view_within_a_level(tmp_path):
     # maximum of 8 levels out of 255 (measured here: 0.2 and 2 on a 500x375 image).
     original, cached = smooth_photo_and_its_decoded_copy(tmp_path, (500, 375))
     expected = F.pil_to_tensor(F.center_crop(F.resize(original, [256, 256], antialias=True), [224, 224]))
-    diff = (data.test_view(cached, 224, 256).int() - expected.int()).abs().float()
+    diff = (data.eval_view(cached, 224).int() - expected.int()).abs().float()
     assert diff.mean() <= 1 and diff.max() <= 8
 
 
@@ -181,12 +181,11 @@ def test_decoded_images_give_the_seeds_train_view_within_tolerance(tmp_path):
 
 def decoded(project):
     """Run the manifest and decode stages in the tiny project; the train split's table."""
-    from stages import decode
-    from stages.manifest import build_manifest
+    from stages import decode, manifest
 
-    p = load_params("manifest", "train")
-    build_manifest(p.manifest, p.paths, workers=1)
+    manifest.main()
     decode.main()
+    p = load_params("train")
     return p, read_arrow(p.paths.decoded_file("train"), DECODED, "decode")
 
 
@@ -195,7 +194,7 @@ def test_decode_stage_keeps_manifest_order_and_every_mode(tiny_project):
     manifest = read_table(p.paths.manifest_file("train"), MANIFEST, "manifest")
     assert table.column("path").to_pylist() == manifest.column("path").to_pylist()
     assert table.column("label").to_pylist() == manifest.column("label").to_pylist()
-    resize = p.train.test_resize
+    resize = eval_resize(p.train.image_size)
     for h, w, blob in zip(table.column("height").to_pylist(), table.column("width").to_pylist(),
                           table.column("pixels").to_pylist()):
         assert min(h, w) == resize and len(blob) == h * w * 3  # grey, CMYK... all RGB now
@@ -205,8 +204,7 @@ def test_augmentation_is_fixed_by_seed_not_workers(tiny_project):
     p, table = decoded(tiny_project)
 
     def batches(workers, epoch, seed=0):
-        params = p.train.model_copy(update={"num_workers": workers})
-        train = WorkerBatches(DecodedImages(table, params, seed), params)
+        train = WorkerBatches(DecodedImages(table, p.train.image_size, seed), p.train.batch_size, workers)
         train.set_epoch(epoch)
         return [x for x, _ in train]
 
@@ -251,9 +249,9 @@ def test_device_path_gives_the_workers_paths_batches_within_a_level(tiny_project
     # pixels within one level (torchvision's uint8 resize rounds between its two passes;
     # the batched one does not). Measured: about 10-20% of values one level apart.
     p, table = decoded(tiny_project)
-    images = DecodedImages(table, p.train, seed=0)
-    workers = WorkerBatches(images, p.train)
-    resident = ResidentBatches(DecodedImages(table, p.train, seed=0), p.train, torch.device("cpu"))
+    size, batch = p.train.image_size, p.train.batch_size
+    workers = WorkerBatches(DecodedImages(table, size, seed=0), batch, p.runtime.num_workers)
+    resident = ResidentBatches(DecodedImages(table, size, seed=0), batch, torch.device("cpu"))
     assert len(workers) == len(resident) == 3  # 12 images, batches of 4
     for epoch in (1, 2):
         workers.set_epoch(epoch)
@@ -277,12 +275,13 @@ def png_with_bad_pixels() -> bytes:
 
 
 def test_an_image_that_passes_the_manifest_but_does_not_decode_is_named(tiny_project):
+    from hotdog.manifest import probe_image
     from stages import decode, manifest
 
     manifest.main()
     bad = tiny_project / "data/hotdog/train/hotdog/0.png"
     bad.write_bytes(png_with_bad_pixels())
-    assert manifest.probe_image(tiny_project / "data/hotdog", "train/hotdog/0.png", 0).row is not None
+    assert probe_image(tiny_project / "data/hotdog", "train/hotdog/0.png", 0).row is not None
     with pytest.raises(StageError, match=r"data/hotdog/train/hotdog/0.png passed the manifest's check but does "
                                          r"not decode \(.*\); replace it in the data set"):
         decode.main()

@@ -16,9 +16,11 @@ import torchvision
 from ruamel.yaml import YAML
 from servers import serve_directory
 
-from stages import download, fetch, weights
-from stages.errors import StageError
-from stages.params import CLASSES, SPLITS
+from hotdog import checkpoint, fetch
+from hotdog.archive import extract
+from hotdog.errors import StageError
+from hotdog.params import CLASSES, SPLITS
+from stages import weights
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = {f"{split}/{cls}/{i}.png": b"png" for split in SPLITS for cls in CLASSES for i in (0, 1)}
@@ -59,7 +61,7 @@ def test_unsafe_members_are_refused_before_writing(tmp_path: Path, evil: str) ->
     archive = make_zip(tmp_path / "raw" / "hotdog.zip", {**GOOD, evil: b"boom"})
     images = tmp_path / "data" / "hotdog"
     with pytest.raises(StageError) as err:
-        download.extract(archive, images)
+        extract(archive, images)
     assert repr(evil) in str(err.value) and str(archive) in str(err.value)
     assert not (tmp_path / "evil").exists() and not (tmp_path / "data" / "evil").exists()
     assert not images.parent.exists() or list(images.parent.iterdir()) == []
@@ -70,7 +72,7 @@ def test_a_missing_class_folder_is_named(tmp_path: Path) -> None:
     archive = make_zip(tmp_path / "hotdog.zip", members)
     images = tmp_path / "data" / "hotdog"
     with pytest.raises(StageError) as err:
-        download.extract(archive, images)
+        extract(archive, images)
     assert "missing folder test/not-hotdog/" in str(err.value)
     assert str(archive) in str(err.value)
     assert list(images.parent.iterdir()) == []  # no images folder, no temp folder
@@ -80,7 +82,7 @@ def test_an_empty_class_folder_is_refused(tmp_path: Path) -> None:
     members = {k: v for k, v in GOOD.items() if not k.startswith("train/hotdog/")}
     archive = make_zip(tmp_path / "hotdog.zip", {**members, "train/hotdog/": b""})
     with pytest.raises(StageError, match="train/hotdog/ is empty"):
-        download.extract(archive, tmp_path / "images")
+        extract(archive, tmp_path / "images")
     assert not (tmp_path / "images").exists()
 
 
@@ -89,7 +91,7 @@ def test_a_top_folder_becomes_the_images_folder(tmp_path: Path) -> None:
     junk = {"__MACOSX/hotdog/train/._0.png": b"x", "hotdog/train/hotdog/.DS_Store": b"x"}
     archive = make_zip(tmp_path / "hotdog.zip", {"hotdog/": b"", **members, **junk})
     images = tmp_path / "data" / "hotdog"
-    download.extract(archive, images)
+    extract(archive, images)
     assert files_under(images) == sorted(GOOD)
     assert (images / "train" / "hotdog" / "0.png").read_bytes() == b"png"
     assert sorted(p.name for p in images.parent.iterdir()) == ["hotdog"]
@@ -100,29 +102,22 @@ def test_splits_at_the_archive_root_work_too(tmp_path: Path) -> None:
     images = tmp_path / "images"
     images.mkdir()
     (images / "stale.png").write_bytes(b"old")  # a previous extraction is replaced
-    download.extract(archive, images)
+    extract(archive, images)
     assert files_under(images) == sorted(GOOD)
 
 
 def test_an_archive_without_splits_is_refused(tmp_path: Path) -> None:
     archive = make_zip(tmp_path / "hotdog.zip", {"photos/a.png": b"x", "other/b.png": b"y"})
     with pytest.raises(StageError, match=r"expected train and test .*\['other', 'photos'\]"):
-        download.extract(archive, tmp_path / "images")
+        extract(archive, tmp_path / "images")
 
 
 def test_a_corrupt_zip_is_a_clear_error(tmp_path: Path) -> None:
     archive = tmp_path / "hotdog.zip"
     archive.write_bytes(b"PK\x03\x04 this is not really a zip" * 10)
     with pytest.raises(StageError, match="corrupt zip archive"):
-        download.extract(archive, tmp_path / "images")
+        extract(archive, tmp_path / "images")
     assert not (tmp_path / "images").exists()
-
-
-def test_outputs_and_sections() -> None:
-    paths = type("P", (), {"zip": Path("z"), "images": Path("i"), "weights": Path("w")})
-    assert download.outputs(paths) == [Path("z"), Path("i")]
-    assert weights.outputs(paths) == [Path("w")]
-    assert (download.SECTIONS, weights.SECTIONS) == (("data",), ("weights",))
 
 
 # --- the download stage, end to end ---------------------------------------------------
@@ -195,7 +190,7 @@ def test_weights_stage_verifies_a_prefix_and_loads(tmp_path: Path, run_weights_s
     sha256 = hashlib.sha256(served.read_bytes()).hexdigest()
     out = run_weights_stage(served, sha256[:8])
     assert out.read_bytes() == served.read_bytes()
-    loaded = weights.load_weights(out, "test")
+    loaded = checkpoint.load_weights(out, "test")
     assert torch.equal(loaded["fc.weight"], state["fc.weight"])
 
 
@@ -228,4 +223,4 @@ def test_weights_stage_refuses_what_is_not_a_resnet_state_dict(
 
 
 def test_check_state_dict_accepts_a_resnet() -> None:
-    weights.check_state_dict(torchvision.models.resnet18(weights=None).state_dict(), "x")
+    checkpoint.check_state_dict(torchvision.models.resnet18(weights=None).state_dict(), "x")

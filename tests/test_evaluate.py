@@ -3,7 +3,10 @@ import random
 import pytest
 import torch
 
-from stages.evaluate import confusion, per_class, roc_auc, score
+from hotdog.errors import StageError
+from hotdog.evaluate import confusion, per_class, roc_auc, score
+from hotdog.inference import load_trained
+from hotdog.model import build_model
 
 pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test
 
@@ -52,3 +55,18 @@ def test_score_on_known_logits():
     assert columns["prob_hotdog"][0] == pytest.approx(torch.tensor([2.0, 0.0]).softmax(0)[0].item())
     # hotdog scores: 0.88 (pos), 0.27 (pos), 0.73 (neg), 0.05 (neg) -> 3 of 4 pairs ordered
     assert metrics["roc_auc"] == pytest.approx(0.75)
+
+
+def test_a_checkpoint_that_is_not_this_model_is_one_line(tmp_path):
+    fix = "run `dvc repro finetune`"
+    torch.save({"state_dict": {"fc.weight": torch.zeros(3, 3)}}, tmp_path / "finetune.pt")
+    with pytest.raises(StageError, match=r"^checkpoint .*finetune.pt does not hold this project's two-class "
+                                         r"ResNet-18 \(.+\); run `dvc repro finetune`$"):
+        load_trained(tmp_path / "finetune.pt", fix)
+    torch.save({"run": "finetune"}, tmp_path / "finetune.pt")
+    with pytest.raises(StageError, match=r"finetune.pt has no state_dict; run `dvc repro finetune`$"):
+        load_trained(tmp_path / "finetune.pt", fix)
+    model = build_model(None, "default")
+    torch.save({"state_dict": model.state_dict(), "params": {"seed": 3}}, tmp_path / "finetune.pt")
+    loaded, params = load_trained(tmp_path / "finetune.pt", fix)
+    assert params == {"seed": 3} and torch.equal(loaded.fc.weight, model.fc.weight)

@@ -3,9 +3,9 @@ import torch
 from synthetic import write_weights
 from torch import nn
 
-from stages.checkpoint import load_state
-from stages.errors import StageError
-from stages.model import build_model, param_groups
+from hotdog.checkpoint import load_state
+from hotdog.errors import StageError
+from hotdog.model import build_model, param_groups
 
 pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test
 

@@ -5,9 +5,11 @@ import sys
 import pytest
 from conftest import REPO, repo_params, with_overrides, write_params
 
-from stages.params import (
+from hotdog.params import (
     ParamsError,
+    UndeclaredParam,
     apply_overrides,
+    eval_resize,
     load_params,
     parse_params,
     read_params,
@@ -17,7 +19,7 @@ from stages.params import (
 def test_repo_params_load_and_match_the_seed():
     p = read_params(REPO / "params.yaml")
     assert (p.train.epochs, p.train.batch_size, p.train.image_size) == (5, 128, 224)
-    assert p.train.test_resize == 256
+    assert eval_resize(p.train.image_size) == 256 and eval_resize(32) == 37
     assert (p.finetune.lr, p.finetune.head_lr_mult, p.scratch.lr) == (5e-5, 10, 5e-4)
     assert p.data.sha1 == "fba480ffa8aa7e0febbb511d181409f899b9baa5"
 
@@ -69,13 +71,25 @@ def test_missing_file(tmp_path):
         read_params(tmp_path / "params.yaml")
 
 
-def test_a_stage_reaches_only_its_sections(tmp_path):
-    p = load_params("train", path=write_params(tmp_path / "params.yaml"))
-    assert p.train.image_size == 32 and p.paths.models.name == "models"
-    with pytest.raises(AttributeError):
-        p.finetune
+def test_a_stage_reaches_only_what_it_declares(tmp_path):
+    path = write_params(tmp_path / "params.yaml")
+    p = load_params("seed", "finetune", "train.image_size", "train.device", path=path)
+    assert (p.seed, p.finetune.lr, p.train.image_size, p.train.device) == (0, 5e-5, 32, "cpu")
+    assert p.paths.models.name == "models" and p.runtime.num_workers == 0  # always there
+    with pytest.raises(UndeclaredParam, match=r"train.batch_size is read but not declared; add it to the "
+                                              r"stage's params in dvc.yaml"):
+        p.train.batch_size
+    with pytest.raises(UndeclaredParam, match=r"params section 'scratch' is read but not declared"):
+        p.scratch
+    whole = load_params("train", "train.image_size", path=path)  # a whole section wins
+    assert whole.train.batch_size == 4
+    with pytest.raises(UndeclaredParam, match=r"runtime: every stage gets runtime without declaring it"):
+        load_params("runtime", path=path)
+    with pytest.raises(UndeclaredParam, match=r"trian.epochs is not a section of params.yaml"):
+        load_params("trian.epochs", path=path)
 
 
+@pytest.mark.slow
 def test_stage_exits_with_one_line(tmp_path):
     write_params(tmp_path / "params.yaml", {"train.epochs": "five"})
     run = subprocess.run([sys.executable, "-m", "stages.scratch"], cwd=tmp_path, capture_output=True,

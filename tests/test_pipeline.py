@@ -26,6 +26,17 @@ def test_dvc_repro_end_to_end(served, tmp_path):
     assert ran(second) == [], second
     assert "Data and pipelines are up to date" in sh(project, "dvc", "status")
 
+    # A runtime knob changes no result, so nothing is stale; a comment in the training
+    # loop makes both training stages stale, and evaluate only through their outputs.
+    write_params(project / "params.yaml", {**served_overrides(served), "runtime.num_workers": 2})
+    assert "Data and pipelines are up to date" in sh(project, "dvc", "status")
+    loop = project / "hotdog/train.py"
+    original = loop.read_text()
+    loop.write_text(original + "# a comment\n")
+    assert set(json.loads(sh(project, "dvc", "status", "--json"))) == {"finetune", "scratch"}
+    loop.write_text(original)
+    write_params(project / "params.yaml", served_overrides(served))
+
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "first run")
     write_params(project / "params.yaml", {**served_overrides(served), "scratch.lr": 0.05})

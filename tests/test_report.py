@@ -16,10 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from stages import report
-from stages.errors import StageError
-from stages.params import CLASSES, RUNS, load_params
-from stages.schema import MANIFEST, PREDICTIONS
+from hotdog import report
+from hotdog.errors import StageError
+from hotdog.params import CLASSES, RUNS, load_params
+from hotdog.schema import MANIFEST, PREDICTIONS
+from stages import report as report_stage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -147,7 +148,7 @@ def test_stage_reports_missing_evaluation(tmp_path):
 def test_main_without_mistakes_says_so(tmp_path, monkeypatch):
     root = make_pipeline(tmp_path, predicted={"finetune": PREDICTED["finetune"], "scratch": {}})
     monkeypatch.chdir(root)
-    report.main()
+    report_stage.main()
     text = (root / "reports/report.md").read_text()
     assert "scratch: no misclassified test images (of 10)." in text
     assert report.fig_misclassified("scratch") not in text
@@ -185,7 +186,7 @@ def test_main_names_bad_input(tmp_path, monkeypatch, name, damage, message):
     damage(root)
     monkeypatch.chdir(root)
     with pytest.raises(StageError, match=message):
-        report.main()
+        report_stage.main()
     assert not (root / "reports").exists()
 
 
@@ -196,7 +197,7 @@ def test_failure_while_drawing_keeps_previous_report(tmp_path, monkeypatch):
     (root / "data/hotdog/test/not-hotdog/3.png").unlink()  # one of scratch's mistakes
     monkeypatch.chdir(root)
     with pytest.raises(StageError, match=r"test/not-hotdog/3.png is missing; run `dvc repro download`"):
-        report.main()
+        report_stage.main()
     assert (root / "reports/report.md").read_text() == "previous\n"
     assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []
 
@@ -295,11 +296,12 @@ def test_render_markdown_without_mistakes():
 
 def test_param_rows_cover_declared_sections(tmp_path):
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    params = load_params(*report.SECTIONS, path=tmp_path / "params.yaml")
-    keys = [k for k, _ in report.param_rows(params)]
+    p = load_params(*report_stage.PARAMS, path=tmp_path / "params.yaml")
+    rows = report.param_rows(p.seed, {section: getattr(p, section) for section in report_stage.PARAMS[1:]})
+    keys = [k for k, _ in rows]
     assert keys[0] == "seed" and "train.epochs" in keys and "scratch.head_init" in keys
-    assert dict(report.param_rows(params))["finetune.pretrained"] == "true"
-    assert not any(k.startswith(("data.", "weights.", "paths.")) for k in keys)
+    assert dict(rows)["finetune.pretrained"] == "true"
+    assert not any(k.startswith(("data.", "weights.", "paths.", "runtime.")) for k in keys)
 
 
 def test_plots_work_with_one_epoch_and_zero_counts():

@@ -7,12 +7,11 @@ from conftest import write_params
 from synthetic import write_weights
 from torch import nn
 
-from stages import decode
-from stages.data import normalize
-from stages.manifest import build_manifest
-from stages.model import build_model
-from stages.params import load_params
-from stages.train import train_one_epoch, train_run
+from hotdog.data import normalize
+from hotdog.model import build_model
+from hotdog.params import load_params
+from hotdog.train import train_one_epoch
+from stages import _training, decode, manifest
 
 pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test
 
@@ -52,19 +51,22 @@ def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
 def decoded_project(tiny_project):
     """The tiny project with stand-in weights, its manifests and its decoded images."""
     write_weights(tiny_project / "data/weights/resnet18.pth")
-    p = load_params("manifest")
-    build_manifest(p.manifest, p.paths, workers=1)
+    manifest.main()
     decode.main()
     return tiny_project
 
 
+def train_once(run):
+    """Run a training stage's main; (its summary, its checkpoint)."""
+    _training.main(run)
+    p = load_params(*_training.params(run))
+    return json.loads(p.paths.run_summary(run).read_text()), torch.load(p.paths.checkpoint(run), weights_only=True)
+
+
 def run_twice(run):
-    p = load_params("seed", "train", run)
-    a = train_run(run, p.seed, p.train, getattr(p, run), p.paths)
-    first = torch.load(p.paths.checkpoint(run), weights_only=True)
-    b = train_run(run, p.seed, p.train, getattr(p, run), p.paths)
-    second = torch.load(p.paths.checkpoint(run), weights_only=True)
-    return p, a, b, first, second
+    a, first = train_once(run)
+    b, second = train_once(run)
+    return load_params(*_training.params(run)), a, b, first, second
 
 
 def same_weights(first: dict, second: dict) -> bool:
@@ -86,7 +88,6 @@ def test_training_writes_its_outputs_and_repeats_exactly(decoded_project, run):
     assert [e["epoch"] for e in epochs] == [1]
     assert set(epochs[0]) == {"epoch", "loss", "train_acc", "test_acc", "examples_per_sec",
                               "examples_per_sec_wall", "epoch_seconds"}
-    assert json.loads(p.paths.run_summary(run).read_text()) == b
     model = build_model(None, "default")
     model.load_state_dict(first["state_dict"])  # the checkpoint is a complete ResNet-18
 
@@ -113,3 +114,15 @@ def test_bf16_training_on_the_cpu_runs_and_repeats_exactly(decoded_project):
     assert a["precision"] == "bf16" and a["loss"] == b["loss"] and a["test_acc"] == b["test_acc"]
     assert same_weights(first, second)
     assert all(v.dtype == torch.float32 for v in first["state_dict"].values() if v.is_floating_point())
+
+
+def test_runtime_num_workers_changes_no_result(decoded_project):
+    # Why runtime.num_workers is no DVC param: the epoch plan fixes every crop, so the
+    # worker count cannot change what is trained (tests/test_seams.py: no stage declares it).
+    summaries, checkpoints = [], []
+    for workers in (0, 2):
+        write_params(decoded_project / "params.yaml", {"runtime.num_workers": workers})
+        summary, checkpoint = train_once("finetune")
+        summaries.append({k: v for k, v in summary.items() if "sec" not in k})
+        checkpoints.append(checkpoint)
+    assert summaries[0] == summaries[1] and same_weights(*checkpoints)

@@ -21,7 +21,7 @@ from urllib.request import Request, url2pathname, urlopen
 
 from tqdm import tqdm
 
-from stages.errors import TRANSIENT_EXIT, StageError
+from hotdog.errors import TRANSIENT_EXIT, StageError
 
 # Module constants rather than arguments so that tests can shrink them with monkeypatch.
 ATTEMPTS = 5

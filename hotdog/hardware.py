@@ -8,8 +8,7 @@ from pathlib import Path
 
 import torch
 
-from stages.errors import StageError
-
+from hotdog.errors import StageError
 
 CPUINFO = Path("/proc/cpuinfo")
 # Native bf16 matrix instructions: AVX512-BF16 (Zen 4, Cooper Lake on) or AMX (Sapphire Rapids on).

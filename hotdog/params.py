@@ -1,20 +1,20 @@
 """Typed params: params.yaml is read and validated here, and nowhere else.
 
-A stage calls `load_params(*sections)` and gets only the sections it declared (the
-same ones dvc.yaml lists for it), plus `paths`. A bad key is one line naming it.
+A stage calls `load_params(*keys)` with the keys dvc.yaml declares for it (whole sections
+or dotted keys) and can read only those, plus `paths` and `runtime`. A bad key is one line
+naming it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML, YAMLError
 
-from stages.errors import StageError
-from stages.files import atomic_path
+from hotdog.errors import StageError
+from hotdog.files import atomic_path
 
 PARAMS_FILE = Path("params.yaml")
 SPLITS = ("train", "test")
@@ -70,13 +70,20 @@ class TrainParams(Section):
     device: Literal["auto", "cpu", "cuda"]
     precision: Literal["auto", "fp32", "bf16"]
     weight_decay: float = Field(ge=0.0)
-    num_workers: int = Field(ge=0)
     augment: Literal["auto", "workers", "device"]
 
-    @property
-    def test_resize(self) -> int:
-        """The seed's 256 for a 224 crop, scaled to image_size."""
-        return round(self.image_size * 256 / 224)
+
+def eval_resize(image_size: int) -> int:
+    """The side the seed's test transform squashes to: its 256 for a 224 crop, scaled. The
+    decode stage resizes each image's shorter side to it."""
+    return round(image_size * 256 / 224)
+
+
+class RuntimeParams(Section):
+    """Knobs that provably do not change results (tests show it); no stage declares them
+    to DVC, so changing one re-runs nothing."""
+
+    num_workers: int = Field(ge=0)
 
 
 class RunParams(Section):
@@ -147,6 +154,7 @@ class Params(Section):
     train: TrainParams
     finetune: RunParams
     scratch: RunParams
+    runtime: RuntimeParams
     paths: Paths
 
 
@@ -225,13 +233,58 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def load_params(*sections: str, path: Path = PARAMS_FILE) -> SimpleNamespace:
-    """The named sections (as dvc.yaml declares them for the stage) and `paths`.
+class UndeclaredParam(RuntimeError):
+    """A stage read a param it does not declare in dvc.yaml: a bug in the stage."""
+
+
+class DeclaredKeys:
+    """The keys of one section that a stage declared (`train.image_size`); reading any
+    other raises UndeclaredParam, so DVC's params deps cannot silently fall short."""
+
+    def __init__(self, section: str, values: Section, keys: set[str]):
+        self._section, self._values, self._keys = section, values, frozenset(keys)
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        if key not in self._keys:
+            raise UndeclaredParam(f"{self._section}.{key} is read but not declared; "
+                                  f"add it to the stage's params in dvc.yaml")
+        return getattr(self._values, key)
+
+
+class StageParams:
+    """What a stage may read: its declared keys, `paths` and `runtime`."""
+
+    def __init__(self, params: Params, keys: tuple[str, ...]):
+        self.paths, self.runtime = params.paths, params.runtime
+        dotted: dict[str, set[str]] = {}
+        for key in keys:
+            section, _, name = key.partition(".")
+            if section in ("paths", "runtime"):
+                raise UndeclaredParam(f"{key}: every stage gets {section} without declaring it, and "
+                                      f"it is no DVC param; remove it from the stage's params")
+            if section not in Params.model_fields:
+                raise UndeclaredParam(f"{key} is not a section of params.yaml")
+            if name:
+                dotted.setdefault(section, set()).add(name)
+            else:
+                setattr(self, section, getattr(params, section))
+        for section, names in dotted.items():
+            if section not in self.__dict__:  # a whole section wins over its dotted keys
+                setattr(self, section, DeclaredKeys(section, getattr(params, section), names))
+
+    def __getattr__(self, section: str) -> Any:
+        if section.startswith("_"):
+            raise AttributeError(section)
+        raise UndeclaredParam(f"params section '{section}' is read but not declared; "
+                              f"add it to the stage's params in dvc.yaml")
+
+
+def load_params(*keys: str, path: Path = PARAMS_FILE) -> StageParams:
+    """The keys a stage declares in dvc.yaml (sections, or dotted keys), plus paths and runtime.
 
     The whole file is validated, so a typo anywhere stops every stage, but a stage can
-    only reach the sections it declared, which keeps DVC's params deps honest.
+    only reach what it declared, which keeps DVC's params deps honest.
     """
-    params = read_params(path)
-    # A dotted name ("train.image_size") declares one key to DVC; the code gets its section.
-    tops = [s.split(".")[0] for s in sections]
-    return SimpleNamespace(paths=params.paths, **{t: getattr(params, t) for t in tops})
+    return StageParams(read_params(path), keys)

@@ -1,7 +1,7 @@
 """Photo-sized synthetic stand-in for the hotdog folder, for machines without the real one.
 
 Writes OUT/{train,test}/{hotdog,not-hotdog}/N.png (about 500x375, like the real set).
-Run: python -m benchmarks.make_data OUT [--train 500] [--test 200]   (images per class)
+Run: hotdog make-data OUT [--train 500] [--test 200]   (images per class)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-CLASSES = ("hotdog", "not-hotdog")
+from hotdog.params import CLASSES, SPLITS
 
 
 def photo(label: int, rng: np.random.Generator) -> Image.Image:
@@ -34,14 +34,14 @@ def write_photo(dest: Path, split: int, label: int, index: int) -> None:
     photo(label, np.random.default_rng([split, label, index])).save(dest)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.make_data", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="hotdog make-data", description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--train", type=int, default=500)
     parser.add_argument("--test", type=int, default=200)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     jobs = []
-    for s, (split, n) in enumerate((("train", args.train), ("test", args.test))):
+    for s, (split, n) in enumerate(zip(SPLITS, (args.train, args.test))):
         for label, name in enumerate(CLASSES):
             folder = args.out / split / name
             folder.mkdir(parents=True, exist_ok=True)

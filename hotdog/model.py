@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models import resnet18
 
-from stages.errors import StageError
+from hotdog.errors import StageError
 
 NUM_CLASSES = 2
 HEAD = "fc"

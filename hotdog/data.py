@@ -15,6 +15,7 @@ The plan does not depend on the number of workers or on the order batches arrive
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -23,7 +24,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.v2 import functional as F
 
-from stages.params import TrainParams
+from hotdog.params import eval_resize
+from hotdog.schema import DECODED, read_arrow
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -144,8 +146,10 @@ def resized_crops(pixels: torch.Tensor, starts: torch.Tensor, widths: torch.Tens
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def test_view(image: torch.Tensor, size: int, resize: int) -> torch.Tensor:
-    """The seed's test transform on a uint8 CHW tensor: squash to resize², centre-crop size."""
+def eval_view(image: torch.Tensor, size: int) -> torch.Tensor:
+    """The seed's test transform on a uint8 CHW tensor: squash to eval_resize², centre-crop
+    size. Evaluation and every other use of a trained model go through this one function."""
+    resize = eval_resize(size)
     return F.center_crop(F.resize(image, [resize, resize], antialias=True), [size, size])
 
 
@@ -176,13 +180,13 @@ def as_tensor(array: np.ndarray) -> torch.Tensor:
 class DecodedImages(Dataset):
     """(uint8 CHW image, label) per row of a decoded split; with a `seed` it augments."""
 
-    def __init__(self, table: pa.Table, params: TrainParams, seed: int | None = None):
+    def __init__(self, table: pa.Table, size: int, seed: int | None = None):
         self.heights = torch.tensor(table.column("height").to_pylist(), dtype=torch.int64)
         self.widths = torch.tensor(table.column("width").to_pylist(), dtype=torch.int64)
         self.images = [view.reshape(h, w, 3) for view, h, w in
                        zip(pixel_views(table.column("pixels")), self.heights.tolist(), self.widths.tolist())]
         self.labels = table.column("label").to_pylist()
-        self.size, self.resize = params.image_size, params.test_resize
+        self.size = size
         self.seed = seed
         self.plan: EpochPlan | None = None
 
@@ -198,7 +202,7 @@ class DecodedImages(Dataset):
         if self.seed is not None:
             plan = self.plan
             return train_view(image, plan.boxes[index], bool(plan.flips[index]), self.size), self.labels[index]
-        return test_view(image, self.size, self.resize), self.labels[index]
+        return eval_view(image, self.size), self.labels[index]
 
 
 class PlannedOrder(Sampler[int]):
@@ -219,11 +223,10 @@ class WorkerBatches:
 
     name = "workers"
 
-    def __init__(self, images: DecodedImages, params: TrainParams):
+    def __init__(self, images: DecodedImages, batch_size: int, num_workers: int):
         self.images = images
         self.loader = DataLoader(
-            images, batch_size=params.batch_size, sampler=PlannedOrder(images),
-            num_workers=params.num_workers,
+            images, batch_size=batch_size, sampler=PlannedOrder(images), num_workers=num_workers,
             # Workers are re-created each epoch so they see the new plan; that costs a
             # process start per epoch, which is small next to an epoch of training.
             persistent_workers=False,
@@ -244,8 +247,8 @@ class ResidentBatches:
 
     name = "device"
 
-    def __init__(self, images: DecodedImages, params: TrainParams, device: torch.device):
-        self.images, self.batch_size, self.size = images, params.batch_size, params.image_size
+    def __init__(self, images: DecodedImages, batch_size: int, device: torch.device):
+        self.images, self.batch_size, self.size = images, batch_size, images.size
         sizes = images.heights * images.widths * 3
         self.pixels = torch.empty(int(sizes.sum()), dtype=torch.uint8, device=device)
         starts = torch.cumsum(sizes, 0) - sizes
@@ -269,12 +272,14 @@ class ResidentBatches:
                                  plan.flips[index], self.size), self.labels[on_device])
 
 
-def train_batches(images: DecodedImages, params: TrainParams, device: torch.device) -> WorkerBatches | ResidentBatches:
+def train_batches(images: DecodedImages, augment: str, batch_size: int, num_workers: int,
+                  device: torch.device) -> WorkerBatches | ResidentBatches:
     """The augmentation path train.augment asks for; `auto` keeps the data on CUDA devices."""
-    augment = params.augment
     if augment == "auto":
         augment = "device" if device.type == "cuda" else "workers"
-    return ResidentBatches(images, params, device) if augment == "device" else WorkerBatches(images, params)
+    if augment == "device":
+        return ResidentBatches(images, batch_size, device)
+    return WorkerBatches(images, batch_size, num_workers)
 
 
 class EvalViews(NamedTuple):
@@ -297,3 +302,15 @@ def eval_views(dataset: DecodedImages) -> EvalViews:
     for i in range(len(dataset)):  # filled in place: a list to stack would double the peak
         views[i] = dataset[i][0]
     return EvalViews(views, torch.tensor(dataset.labels, dtype=torch.int64))
+
+
+def read_train_images(path: Path, size: int, seed: int) -> DecodedImages:
+    """The decode stage's train split, memory-mapped, to be augmented with `seed`."""
+    return DecodedImages(read_arrow(path, DECODED, "decode"), size, seed)
+
+
+def read_eval_views(path: Path, size: int) -> tuple[EvalViews, list[str]]:
+    """Every image's eval view from a decode stage file, and the images' paths. Only the
+    views are kept, so the file's mapping is released on return."""
+    table = read_arrow(path, DECODED, "decode")
+    return eval_views(DecodedImages(table, size)), table.column("path").to_pylist()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages.errors import StageError
-from stages.files import atomic_path
+from hotdog.errors import StageError
+from hotdog.files import atomic_path
 
 MANIFEST = pa.schema(
     [

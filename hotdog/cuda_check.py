@@ -1,4 +1,4 @@
-"""The CUDA-only paths against their CPU counterparts: python -m benchmarks.cuda_check
+"""The CUDA-only paths against their CPU counterparts: `hotdog cuda-check [IMAGES SIZE BATCH]`
 
 1. An epoch of ResidentBatches (augment: device, built on resized_crops) on the training
    device against the same on the CPU: the same labels, every value within one level, and
@@ -7,11 +7,13 @@
    events report is positive and below the wall time.
 
 Prints what it measured and exits with status 1 when a check fails. Without CUDA both sides
-run on the CPU, so CI runs it too (tests/test_bench.py) and it cannot rot unnoticed.
+run on the CPU, so CI runs it too (tests/test_bench.py) and it cannot rot unnoticed. From a checkout without
+the install (a bare GPU box): python -m hotdog.cuda_check
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -19,12 +21,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from stages.data import DecodedImages, ResidentBatches
-from stages.hardware import pick_device, pick_precision, synchronize
-from stages.model import build_model
-from stages.params import read_params
-from stages.schema import DECODED
-from stages.train import train_one_epoch
+from hotdog.data import DecodedImages, ResidentBatches
+from hotdog.hardware import pick_device, pick_precision, synchronize
+from hotdog.model import build_model
+from hotdog.schema import DECODED
+from hotdog.train import train_one_epoch
 
 # Up to this share of values may differ by one level: where float sums on two devices
 # round a tie differently.
@@ -54,9 +55,8 @@ def decoded_table(images: list[np.ndarray]) -> pa.Table:
 
 def check_crops(device: torch.device, images: list[np.ndarray], size: int, batch: int) -> bool:
     """An epoch of ResidentBatches on `device` vs on the CPU; prints the differences and the rate."""
-    params = read_params().train.model_copy(update={"image_size": size, "batch_size": batch})
     table = decoded_table(images)
-    cpu, dev = (ResidentBatches(DecodedImages(table, params, seed=0), params, d) for d in (torch.device("cpu"), device))
+    cpu, dev = (ResidentBatches(DecodedImages(table, size, seed=0), batch, d) for d in (torch.device("cpu"), device))
     cpu.set_epoch(1)
     dev.set_epoch(1)
     worst, ties, total, seconds = 0, 0, 0, 0.0
@@ -80,8 +80,7 @@ def check_crops(device: torch.device, images: list[np.ndarray], size: int, batch
 
 def check_training(device: torch.device, images: list[np.ndarray], size: int, batch: int) -> bool:
     """One epoch through ResidentBatches and StepClock on `device`; prints its rates."""
-    params = read_params().train.model_copy(update={"image_size": size, "batch_size": batch})
-    train = ResidentBatches(DecodedImages(decoded_table(images), params, seed=0), params, device)
+    train = ResidentBatches(DecodedImages(decoded_table(images), size, seed=0), batch, device)
     train.set_epoch(1)
     precision = pick_precision("auto", device)
     model = build_model(None, "default").to(device, memory_format=torch.channels_last)
@@ -95,8 +94,13 @@ def check_training(device: torch.device, images: list[np.ndarray], size: int, ba
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    n, size, batch = (int(a) for a in argv) if argv else (512, 224, 128)
+    parser = argparse.ArgumentParser(prog="hotdog cuda-check", description=__doc__.splitlines()[0])
+    parser.add_argument("sizes", nargs="*", type=int, metavar="IMAGES SIZE BATCH",
+                        help="images, crop size and batch size (default: 512 224 128)")
+    args = parser.parse_args(argv)
+    if args.sizes and len(args.sizes) != 3:
+        parser.error("give all three of IMAGES SIZE BATCH, or none")
+    n, size, batch = args.sizes or (512, 224, 128)
     device = pick_device("auto")
     name = torch.cuda.get_device_name() if device.type == "cuda" else "no CUDA: both sides on the CPU"
     print(f"device: {device.type} ({name}), torch {torch.__version__}", flush=True)

@@ -1,25 +1,20 @@
-"""Training shared by the `finetune` and `scratch` stages, which differ only in params.
-
-Reads the decoded images and (finetune) the verified weights; writes
-models/<run>.pt and metrics/<run>.json, metrics/<run>_epochs.json.
-"""
+"""Training, shared by the `finetune` and `scratch` stages, which differ only in params:
+the seed's loop (summed loss, plain SGD), its per-epoch records and the run's summary."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
 import time
-from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from stages.checkpoint import load_state
-from stages.data import DecodedImages, EvalViews, eval_views, normalize, train_batches
-from stages.files import atomic_path, write_json
-from stages.hardware import (
+from hotdog import events
+from hotdog.data import DecodedImages, EvalViews, normalize, train_batches
+from hotdog.hardware import (
     autocast,
     configure_backends,
     pick_device,
@@ -27,9 +22,9 @@ from stages.hardware import (
     seed_everything,
     synchronize,
 )
-from stages.model import build_model, param_groups
-from stages.params import Paths, RunParams, TrainParams, load_params
-from stages.schema import DECODED, read_arrow
+from hotdog.inference import predict
+from hotdog.model import build_model, param_groups
+from hotdog.params import RunParams, TrainParams
 
 
 class EpochStats(NamedTuple):
@@ -38,16 +33,6 @@ class EpochStats(NamedTuple):
     examples: int
     step_seconds: float  # forward, backward, step only: what d2l's examples/sec times
     wall_seconds: float  # the whole pass, data loading included
-
-
-def sections(run: str) -> tuple[str, ...]:
-    """The params a training stage reads: they must equal its `params:` in dvc.yaml."""
-    return ("seed", "train", run)
-
-
-def outputs(paths: Paths, run: str) -> list[Path]:
-    """What a training stage writes (tests/test_seams.py checks dvc.yaml declares the same)."""
-    return [paths.checkpoint(run), paths.run_summary(run), paths.run_epochs(run)]
 
 
 class StepClock:
@@ -84,25 +69,26 @@ class StepClock:
         return self.seconds
 
 
-def batches(loader, desc: str) -> Iterator:
+def batches(loader, desc: str, on_tenth: Callable[[float], None] | None = None) -> Iterator:
     """The loader's batches, with progress: a bar on a terminal, else a line per tenth.
 
-    The plain lines ("finetune epoch 1/5: batch 4/16") are what a log shows, and what the
-    Prefect flow reads to update its progress artifact.
+    The plain lines ("finetune epoch 1/5: batch 4/16") are what a log shows. `on_tenth`
+    gets the share of the pass done at each tenth, wherever the output goes.
     """
-    if sys.stderr.isatty():
-        yield from tqdm(loader, desc=desc, unit="batch", leave=False)
-        return
     total = len(loader)
     every = max(1, total // 10)
-    for i, batch in enumerate(loader, 1):
+    bar = sys.stderr.isatty()
+    for i, batch in enumerate(tqdm(loader, desc=desc, unit="batch", leave=False) if bar else loader, 1):
         yield batch
         if i % every == 0 or i == total:
-            print(f"{desc}: batch {i}/{total}", flush=True)
+            if not bar:
+                print(f"{desc}: batch {i}/{total}", flush=True)
+            if on_tenth is not None:
+                on_tenth(i / total)
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer, device: torch.device, precision: str,
-                    desc: str) -> EpochStats:
+                    desc: str, on_tenth: Callable[[float], None] | None = None) -> EpochStats:
     """One pass over `loader` with the seed's summed cross-entropy loss."""
     model.train()
     loss_fn = nn.CrossEntropyLoss(reduction="none")
@@ -113,7 +99,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, device: torch.device, p
     examples, clock = 0, StepClock(device)
     synchronize(device)
     wall_start = time.perf_counter()
-    for x, y in batches(loader, desc):
+    for x, y in batches(loader, desc, on_tenth):
         with clock.step():
             x = normalize(x.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
@@ -130,20 +116,6 @@ def train_one_epoch(model: nn.Module, loader, optimizer, device: torch.device, p
     synchronize(device)
     wall = time.perf_counter() - wall_start
     return EpochStats(loss_sum.item(), int(correct.item()), examples, clock.total(), wall)
-
-
-@torch.inference_mode()
-def predict(model: nn.Module, views: EvalViews, batch_size: int, device: torch.device,
-            precision: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fp32 logits, labels) on the CPU for every view, in order."""
-    model.eval()
-    all_logits = []
-    for x, _ in views.batches(batch_size):
-        x = normalize(x.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            all_logits.append(model(x).float())
-    logits = torch.cat(all_logits) if all_logits else torch.empty(0, 2)
-    return logits.cpu(), views.labels.cpu()
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -191,8 +163,12 @@ def fit(model: nn.Module, train, evals: EvalViews, run: str, params: TrainParams
     for epoch in range(1, params.epochs + 1):
         start = time.perf_counter()
         train.set_epoch(epoch)
+
+        def progress(share: float, epoch: int = epoch) -> None:
+            events.emit(events.Progress(stage=run, done=(epoch - 1 + share) / params.epochs))
+
         stats = train_one_epoch(model, train, optimizer, device, precision,
-                                desc=f"{run} epoch {epoch}/{params.epochs}")
+                                desc=f"{run} epoch {epoch}/{params.epochs}", on_tenth=progress)
         test_acc = accuracy(*predict(model, evals, params.batch_size, device, precision))
         yield epoch_record(epoch, stats, test_acc, time.perf_counter() - start), stats
 
@@ -204,43 +180,31 @@ def format_record(run: str, epochs: int, r: dict) -> str:
             f"{r['examples_per_sec_wall']:.1f} examples/sec (wall), {r['epoch_seconds']:.1f} s")
 
 
-def save_checkpoint(dest: Path, model: nn.Module, run: str, params: dict, summary: dict) -> None:
-    """The state dict (CPU, contiguous) with the params it was trained with."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(dest) as tmp:
-        torch.save({"run": run, "state_dict": state, "params": params, "summary": summary}, tmp)
+class TrainResult(NamedTuple):
+    model: nn.Module
+    records: list[dict]  # one per epoch: metrics/<run>_epochs.json
+    summary: dict  # metrics/<run>.json
+    params: dict  # what the checkpoint records it was trained with
 
 
-def train_run(run: str, seed: int, params: TrainParams, run_params: RunParams, paths: Paths) -> dict:
-    """Everything a training stage does; returns the summary it wrote."""
+def train(run: str, seed: int, params: TrainParams, run_params: RunParams, num_workers: int,
+          pretrained: dict | None, images: DecodedImages, evals: EvalViews) -> TrainResult:
+    """Everything a training stage computes: the seed's recipe on `images` (train split,
+    augmented with `seed`), scored on `evals` after each epoch. Writes nothing."""
     device = pick_device(params.device)
     precision = pick_precision(params.precision, device)
     seed_everything(seed)
     configure_backends(device)
-    pretrained = None
-    if run_params.pretrained:
-        pretrained = load_state(paths.weights, f"weights file {paths.weights}", "run `dvc repro weights`")
     model = build_model(pretrained, run_params.head_init).to(device, memory_format=torch.channels_last)
-    train = train_batches(DecodedImages(read_arrow(paths.decoded_file("train"), DECODED, "decode"), params, seed),
-                          params, device)
-    # Only the test views are kept, so the test file's mapping is released at once.
-    evals = eval_views(DecodedImages(read_arrow(paths.decoded_file("test"), DECODED, "decode"), params)).to(device)
-    print(f"{run}: {len(train.images)} train / {len(evals.labels)} test images on {device.type}, {precision}, "
-          f"augmented on {train.name}", flush=True)
+    train_set = train_batches(images, params.augment, params.batch_size, num_workers, device)
+    evals = evals.to(device)
+    print(f"{run}: {len(images)} train / {len(evals.labels)} test images on {device.type}, {precision}, "
+          f"augmented on {train_set.name}", flush=True)
     records, stats = [], []
-    for record, epoch_stats in fit(model, train, evals, run, params, run_params, device, precision):
+    for record, epoch_stats in fit(model, train_set, evals, run, params, run_params, device, precision):
         records.append(record)
         stats.append(epoch_stats)
         print(format_record(run, params.epochs, record), flush=True)
-    summary = summarize(records, stats, device, precision, train.name)
+    summary = summarize(records, stats, device, precision, train_set.name)
     used = {"seed": seed, "train": params.model_dump(), run: run_params.model_dump()}
-    save_checkpoint(paths.checkpoint(run), model, run, used, summary)
-    write_json(paths.run_epochs(run), records)
-    write_json(paths.run_summary(run), summary)
-    return summary
-
-
-def main(run: str) -> None:
-    """Entry point of the `finetune` and `scratch` stages."""
-    p = load_params(*sections(run))
-    train_run(run, p.seed, p.train, getattr(p, run), p.paths)
+    return TrainResult(model, records, summary, used)

@@ -1,0 +1,86 @@
+"""Running one DVC stage for a flow: `dvc repro --single-item <stage>`, its output streamed.
+
+What the stage did comes from its events (hotdog.events) alone: whether it started, how far
+it is, whether it failed and whether a retry may help. DVC's own text is passed on to the
+log as it is and never parsed, so a DVC release that rewords it changes nothing here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+from hotdog import events
+
+
+class StageFailed(RuntimeError):
+    """A stage failed; the message is the stage's own error line."""
+
+
+class StageInterrupted(StageFailed):
+    """A stage failed in a way a later try may not (the network); the task retries it."""
+
+
+def project_dir() -> Path:
+    """The DVC project the flow works on: the current directory, as for `dvc` itself."""
+    cwd = Path.cwd()
+    if not (cwd / "dvc.yaml").is_file() or not (cwd / ".dvc").is_dir():
+        raise StageFailed(f"{cwd} is not the hotdog project (no dvc.yaml and .dvc/ there); "
+                          "start the flow from the repo root")
+    return cwd
+
+
+def dvc_env() -> dict[str, str]:
+    """The environment for `dvc`: events on, unbuffered, and this interpreter's bin first on
+    PATH, since stage commands say `python -m stages.<name>`."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **{events.ENV: "1"})
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def stream_dvc(args: list[str], cwd: Path, on_line: Callable[[str], None]) -> int:
+    """Run `dvc <args>` (no shell), handing each output line to on_line as it arrives;
+    returns the exit status."""
+    command = [sys.executable, "-m", "dvc", *args]
+    with subprocess.Popen(command, cwd=cwd, env=dvc_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        for raw in proc.stdout:
+            for line in raw.rstrip("\n").split("\r"):  # a bar's redraws become lines
+                if line.strip():
+                    on_line(line)
+    return proc.returncode
+
+
+def outcome(stage: str, seen: list[events.Event], returncode: int) -> bool:
+    """Whether `stage` ran, from its events; raises StageFailed (or StageInterrupted, when
+    the stage says a retry may help) when the repro failed."""
+    ran = any(isinstance(e, events.Started) and e.stage == stage for e in seen)
+    if returncode == 0:
+        return ran
+    failures = [e for e in seen if isinstance(e, events.Failed)]
+    if failures:
+        failure = failures[-1]
+        raise (StageInterrupted if failure.transient else StageFailed)(failure.message)
+    raise StageFailed(f"dvc repro {stage} exited with status {returncode} "
+                      f"{'after' if ran else 'before'} the stage ran, without a stage error; see the log above")
+
+
+def repro(stage: str, cwd: Path, on_text: Callable[[str], None],
+          on_event: Callable[[events.Event], None]) -> bool:
+    """Make DVC run `stage` if anything it uses changed; True if it ran. Event lines go to
+    on_event, every other line (the stage's and DVC's text) to on_text."""
+    seen: list[events.Event] = []
+
+    def on_line(line: str) -> None:
+        event = events.parse(line)
+        if event is None:
+            on_text(line)
+        else:
+            seen.append(event)
+            on_event(event)
+
+    returncode = stream_dvc(["repro", "--single-item", stage], cwd, on_line)
+    return outcome(stage, seen, returncode)

@@ -1,0 +1,42 @@
+"""The I/O shared by the two training stages, `finetune` and `scratch`, which differ only in
+their params section: read the decoded images (and weights), train, write the outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hotdog.checkpoint import load_state, save_checkpoint
+from hotdog.data import read_eval_views, read_train_images
+from hotdog.errors import run_main
+from hotdog.files import write_json
+from hotdog.params import Paths, load_params
+from hotdog.train import train
+
+
+def params(run: str) -> tuple[str, ...]:
+    """The params a training stage declares in dvc.yaml."""
+    return ("seed", "train", run)
+
+
+def outputs(paths: Paths, run: str) -> list[Path]:
+    """What a training stage writes (tests/test_seams.py checks dvc.yaml declares the same)."""
+    return [paths.checkpoint(run), paths.run_summary(run), paths.run_epochs(run)]
+
+
+def main(run: str) -> None:
+    p = load_params(*params(run))
+    run_params = getattr(p, run)
+    pretrained = None
+    if run_params.pretrained:
+        pretrained = load_state(p.paths.weights, f"weights file {p.paths.weights}", "run `dvc repro weights`")
+    images = read_train_images(p.paths.decoded_file("train"), p.train.image_size, p.seed)
+    evals, _ = read_eval_views(p.paths.decoded_file("test"), p.train.image_size)
+    result = train(run, p.seed, p.train, run_params, p.runtime.num_workers, pretrained, images, evals)
+    save_checkpoint(p.paths.checkpoint(run), result.model.state_dict(), run, result.params, result.summary)
+    write_json(p.paths.run_epochs(run), result.records)
+    write_json(p.paths.run_summary(run), result.summary)
+
+
+def run_stage(run: str) -> None:
+    """A training stage's __main__."""
+    run_main(run, lambda: main(run))

@@ -1,0 +1,30 @@
+"""The `hotdog` command installed by pyproject.toml."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hotdog.cli import main
+from hotdog.params import CLASSES, SPLITS
+
+
+def test_make_data_writes_a_photo_sized_stand_in(tmp_path, capsys):
+    main(["make-data", str(tmp_path / "fake"), "--train", "2", "--test", "1"])
+    for split, n in zip(SPLITS, (2, 1)):
+        for name in CLASSES:
+            assert sorted(p.name for p in (tmp_path / "fake" / split / name).iterdir()) == [f"{i}.png" for i in range(n)]
+    assert "wrote 6 images" in capsys.readouterr().out
+
+
+def test_an_unknown_command_is_one_error_with_the_usage():
+    with pytest.raises(SystemExit, match=r"error: hotdog: unknown command 'predcit'\nusage: hotdog \{make-data"):
+        main(["predcit"])
+
+
+@pytest.mark.slow
+def test_the_console_script_is_installed():
+    script = Path(sys.executable).parent / "hotdog"
+    run = subprocess.run([script, "--help"], capture_output=True, text=True)
+    assert run.returncode == 0 and "cuda-check" in run.stdout
