@@ -46,7 +46,7 @@ def run_seed(args) -> dict:
     """The seed's train_fine_tuning(finetune_net, 5e-5) on args.data."""
     torch.manual_seed(args.seed)
     net = finetune_net(load_state(args.weights, f"weights file {args.weights}", "pass --weights"))
-    resize = round(args.image_size * 256 / 224)
+    resize = eval_resize(args.image_size)
     device = pick_device("auto")
     return train_fine_tuning(net, 5e-5, str(args.data), device, batch_size=args.batch_size,
                              num_epochs=args.epochs, size=args.image_size, resize=resize)

@@ -104,23 +104,24 @@ def collect_overrides(named: dict[str, Any], params: dict[str, Any] | None) -> d
 
 def publish_artifacts(project: Path) -> None:
     """The metrics table, the report, and links to the report and plots."""
-    p = read_params(project / PARAMS_FILE).paths
-    _, summaries = read_runs(p)  # the report stage's own checked readers (cwd is the project)
+    rel = read_params(project / PARAMS_FILE).paths
+    p = rel.under(project)
+    _, summaries = read_runs(p)  # the report stage's own checked readers
     rows = [dict(zip(COMPARISON_HEADER, row)) for row in comparison_rows(summaries, read_evaluation(p))]
     create_table_artifact(rows, key="hotdog-metrics",
                           description="Final metrics of both runs beside d2l's published figures")
-    create_markdown_artifact((project / p.report).read_text(), key="hotdog-report",
-                             description=f"{project / p.report} (figures are in {project / p.figures})")
+    create_markdown_artifact(p.report.read_text(), key="hotdog-report",
+                             description=f"{p.report} (figures are in {p.figures})")
     stream_dvc(["plots", "show", "--out", PLOTS_DIR], project, lambda line: None)
-    create_link_artifact((project / p.report).as_uri(), link_text=str(p.report), key="hotdog-link-report",
+    create_link_artifact(p.report.as_uri(), link_text=str(rel.report), key="hotdog-link-report",
                          description="The report (open it beside its figures/ folder)")
     plots = project / PLOTS_DIR / "index.html"
     if plots.exists():
         create_link_artifact(plots.as_uri(), link_text="dvc plots show", key="hotdog-link-plots",
                              description="DVC's interactive plots of the training curves")
-    figures = sorted((project / p.figures).glob("*.png"))
+    figures = sorted(p.figures.glob("*.png"))
     create_markdown_artifact("\n".join(f"- [{f.name}]({f.as_uri()})" for f in figures),
-                             key="hotdog-figures", description=f"The report's figures, in {project / p.figures}")
+                             key="hotdog-figures", description=f"The report's figures, in {p.figures}")
 
 
 @flow(name="hotdog-pipeline", log_prints=True)

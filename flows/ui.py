@@ -1,4 +1,4 @@
-"""`make ui`: serve the flows as deployments on a Prefect server (the one at PREFECT_API_URL,
+"""`make ui`: serve the flow as a deployment on a Prefect server (the one at PREFECT_API_URL,
 or a local one started for the purpose) and print the UI's address. Ctrl-C stops both.
 Run from the repo root: python -m flows.ui
 """

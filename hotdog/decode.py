@@ -24,7 +24,7 @@ def decode_image(path: Path, short_side: int) -> tuple[int, int, bytes]:
         with Image.open(path) as img:
             rgb = F.resize(img.convert("RGB"), short_side, antialias=True)
     except Exception as err:  # PIL raises many types for bad input
-        # The manifest's cheap check (stages/manifest.py: check_pixels) lets through a
+        # The manifest's cheap check (hotdog/manifest.py: check_pixels) lets through a
         # file whose checksums hold but whose pixels do not decode. Rare: say which one.
         raise StageError(f"{path} passed the manifest's check but does not decode "
                          f"({type(err).__name__}: {err}); replace it in the data set and re-run `dvc repro`") from None

@@ -105,6 +105,10 @@ class Paths(Section):
     metrics: Path
     reports: Path
 
+    def under(self, root: Path) -> Paths:
+        """These paths, relative ones taken from `root` instead of the current directory."""
+        return Paths(**{name: Path(root) / value for name, value in self})
+
     # Derived file names live here, once; tests/test_seams.py checks dvc.yaml agrees.
     def manifest_file(self, split: str) -> Path:
         return self.manifest / f"{split}.parquet"
@@ -234,7 +238,8 @@ def _plain(node: Any) -> Any:
 
 
 class UndeclaredParam(RuntimeError):
-    """A stage read a param it does not declare in dvc.yaml: a bug in the stage."""
+    """A stage read a param it does not declare in dvc.yaml: a bug in the stage. Not an
+    AttributeError on purpose, so that getattr(p, key, default) cannot hide it."""
 
 
 class DeclaredKeys:
@@ -266,6 +271,8 @@ class StageParams:
                                       f"it is no DVC param; remove it from the stage's params")
             if section not in Params.model_fields:
                 raise UndeclaredParam(f"{key} is not a section of params.yaml")
+            if name and name not in Params.model_fields[section].annotation.model_fields:
+                raise UndeclaredParam(f"{key} is not a key of params.yaml's {section} section")
             if name:
                 dotted.setdefault(section, set()).add(name)
             else:

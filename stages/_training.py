@@ -30,8 +30,10 @@ def main(run: str) -> None:
     if run_params.pretrained:
         pretrained = load_state(p.paths.weights, f"weights file {p.paths.weights}", "run `dvc repro weights`")
     images = read_train_images(p.paths.decoded_file("train"), p.train.image_size, p.seed)
-    evals, _ = read_eval_views(p.paths.decoded_file("test"), p.train.image_size)
-    result = train(run, p.seed, p.train, run_params, p.runtime.num_workers, pretrained, images, evals)
+    # The test views are passed without a name here: train() moves them to the device, and
+    # on a GPU no host copy should outlive that.
+    result = train(run, p.seed, p.train, run_params, p.runtime.num_workers, pretrained, images,
+                   read_eval_views(p.paths.decoded_file("test"), p.train.image_size)[0])
     save_checkpoint(p.paths.checkpoint(run), result.model.state_dict(), run, result.params, result.summary)
     write_json(p.paths.run_epochs(run), result.records)
     write_json(p.paths.run_summary(run), result.summary)

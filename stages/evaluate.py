@@ -27,8 +27,10 @@ def outputs(paths: Paths) -> list[Path]:
 def main() -> None:
     p = load_params(*PARAMS)
     models = {run: load_trained(p.paths.checkpoint(run), f"run `dvc repro {run}`")[0] for run in RUNS}
-    views, images = read_eval_views(p.paths.decoded_file("test"), p.train.image_size)
-    metrics, predictions = evaluate(models, views, images, p.train.batch_size, p.train.device, p.train.precision)
+    # The views are passed without a name here: evaluate() moves them to the device, and on
+    # a GPU no host copy should outlive that.
+    metrics, predictions = evaluate(models, *read_eval_views(p.paths.decoded_file("test"), p.train.image_size),
+                                    p.train.batch_size, p.train.device, p.train.precision)
     write_table(predictions, p.paths.predictions, PREDICTIONS)
     write_json(p.paths.evaluation, metrics)
     for run, m in metrics.items():

@@ -82,6 +82,17 @@ def tiny_project(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def decoded_project(tiny_project):
+    """The tiny project with stand-in weights, its manifests and its decoded images."""
+    from stages import decode, manifest
+
+    write_weights(tiny_project / "data/weights/resnet18.pth")
+    manifest.main()
+    decode.main()
+    return tiny_project
+
+
 # ---------------------------------------------------------------- whole-project tests
 
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

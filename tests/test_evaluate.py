@@ -1,3 +1,4 @@
+import json
 import random
 
 import pytest
@@ -7,6 +8,8 @@ from hotdog.errors import StageError
 from hotdog.evaluate import confusion, per_class, roc_auc, score
 from hotdog.inference import load_trained
 from hotdog.model import build_model
+from hotdog.params import RUNS, load_params
+from hotdog.schema import PREDICTIONS, read_table
 
 pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test
 
@@ -70,3 +73,20 @@ def test_a_checkpoint_that_is_not_this_model_is_one_line(tmp_path):
     torch.save({"state_dict": model.state_dict(), "params": {"seed": 3}}, tmp_path / "finetune.pt")
     loaded, params = load_trained(tmp_path / "finetune.pt", fix)
     assert params == {"seed": 3} and torch.equal(loaded.fc.weight, model.fc.weight)
+
+
+def test_the_evaluate_stage_scores_both_checkpoints(decoded_project):
+    from stages import _training
+    from stages import evaluate as evaluate_stage
+
+    for run in RUNS:
+        _training.main(run)
+    evaluate_stage.main()
+    p = load_params(*evaluate_stage.PARAMS)
+    metrics = json.loads(p.paths.evaluation.read_text())
+    predictions = read_table(p.paths.predictions, PREDICTIONS, "evaluate")
+    assert set(metrics) == set(RUNS) and predictions.num_rows == 2 * metrics["finetune"]["images"] == 16
+    for run in RUNS:
+        summary = json.loads(p.paths.run_summary(run).read_text())
+        assert metrics[run]["accuracy"] == pytest.approx(summary["test_acc"])  # the same views, the same model
+        assert metrics[run]["precision"] == "fp32"

@@ -87,6 +87,8 @@ def test_a_stage_reaches_only_what_it_declares(tmp_path):
         load_params("runtime", path=path)
     with pytest.raises(UndeclaredParam, match=r"trian.epochs is not a section of params.yaml"):
         load_params("trian.epochs", path=path)
+    with pytest.raises(UndeclaredParam, match=r"train.image_sise is not a key of params.yaml's train section"):
+        load_params("train.image_sise", path=path)
 
 
 @pytest.mark.slow

@@ -4,14 +4,13 @@ import json
 import pytest
 import torch
 from conftest import write_params
-from synthetic import write_weights
 from torch import nn
 
 from hotdog.data import normalize
 from hotdog.model import build_model
 from hotdog.params import load_params
 from hotdog.train import train_one_epoch
-from stages import _training, decode, manifest
+from stages import _training
 
 pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test
 
@@ -45,15 +44,6 @@ def test_one_step_uses_the_summed_loss():
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     """|got - expected| / |expected|, over the whole tensor."""
     return ((got - expected).norm() / expected.norm()).item()
-
-
-@pytest.fixture
-def decoded_project(tiny_project):
-    """The tiny project with stand-in weights, its manifests and its decoded images."""
-    write_weights(tiny_project / "data/weights/resnet18.pth")
-    manifest.main()
-    decode.main()
-    return tiny_project
 
 
 def train_once(run):
