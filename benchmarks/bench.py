@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from benchmarks.seed import finetune_net, train_fine_tuning
 from hotdog.checkpoint import load_state
 from hotdog.data import read_eval_views, read_train_images
 from hotdog.decode import decode_split
-from hotdog.hardware import pick_device
+from hotdog.hardware import cpu_model, isa_summary, pick_device
 from hotdog.manifest import scan
 from hotdog.params import SPLITS, eval_resize, read_params
 from hotdog.train import train
@@ -31,15 +30,9 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def machine() -> str:
-    """CPU model and cores, GPU if any, torch version: enough to compare two rows."""
-    cpu = platform.processor() or "cpu"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    """CPU model, its ISA and cores, GPU if any, torch version: enough to compare two rows."""
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
+    return f"{cpu_model()} ({isa_summary()}), {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
 
 
 def run_seed(args) -> dict:
@@ -67,9 +60,11 @@ def run_project(args, work: Path) -> dict:
     pretrained = load_state(args.weights, f"weights file {args.weights}", "pass --weights")
     images = read_train_images(work / "train.arrow", args.image_size, args.seed)
     evals, _ = read_eval_views(work / "test.arrow", args.image_size)
-    result = train("finetune", args.seed, train_params, params.finetune, params.runtime.num_workers,
+    finetune = params.finetune.model_copy(update={"freeze_body": args.freeze_body})
+    result = train("finetune", args.seed, train_params, finetune, params.runtime.num_workers,
                    pretrained, images, evals)
-    return {**result.summary, "manifest_seconds": manifest_seconds, "decode_seconds": decode_seconds,
+    return {**result.summary, "frozen": args.freeze_body, "manifest_seconds": manifest_seconds,
+            "decode_seconds": decode_seconds,
             "wall_by_epoch": [e["examples_per_sec_wall"] for e in result.records]}
 
 
@@ -77,7 +72,8 @@ def table(seed: dict, project: dict) -> str:
     """The side-by-side figures and the ratio, as markdown."""
     rows = ["| | wall ex/s | d2l ex/s | test acc |", "|---|---|---|---|"]
     for name, r in (("seed (d2l's code, fp32)", seed),
-                    (f"project (finetune, {project['precision']})", project)):
+                    (f"project (finetune, {project['precision']}{', body frozen' if project['frozen'] else ''})",
+                     project)):
         rows.append(f"| {name} | {r['examples_per_sec_wall']:.1f} | {r['examples_per_sec']:.1f} | {r['test_acc']:.3f} |")
     rows.append(f"| project / seed | {project['examples_per_sec_wall'] / seed['examples_per_sec_wall']:.2f}x | "
                 f"{project['examples_per_sec'] / seed['examples_per_sec']:.2f}x | "
@@ -93,6 +89,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--freeze-body", action="store_true",
+                        help="the project trains fc only (finetune.freeze_body); the seed's side is unchanged")
     parser.add_argument("--record", action="store_true", help="append the figures to --results")
     parser.add_argument("--results", type=Path, default=RESULTS, help=f"where --record writes (default: {RESULTS.name})")
     return parser.parse_args(argv)

@@ -1,5 +1,6 @@
-"""Scoring trained models on the test split: accuracy, per-class precision/recall/F1,
-ROC-AUC, mean loss and confusion counts per model, and a predictions table."""
+"""Scoring trained models on the test split: accuracy beside balanced accuracy and the
+majority-class baseline, per-class precision/recall/F1, ROC-AUC, mean loss and confusion
+counts per model, and a predictions table."""
 
 from __future__ import annotations
 
@@ -39,6 +40,13 @@ def per_class(counts: list[list[int]]) -> dict[str, dict]:
     return out
 
 
+def balanced_accuracy(classes: dict[str, dict]) -> float:
+    """The mean recall over the classes the test split holds: 0.5 for a model that always
+    answers one class, whatever the split's balance."""
+    recalls = [c["recall"] for c in classes.values() if c["support"]]
+    return sum(recalls) / len(recalls)
+
+
 def roc_auc(scores: list[float], positive: list[bool]) -> float | None:
     """Area under the ROC curve (the Mann-Whitney U statistic, ties counted half).
 
@@ -69,12 +77,15 @@ def score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[dict, dict]:
     predicted = logits.argmax(1).tolist()
     truth = labels.tolist()
     counts = confusion(truth, predicted)
+    classes = per_class(counts)
     metrics = {
         "images": len(truth),
         "accuracy": sum(a == p for a, p in zip(truth, predicted)) / len(truth),
+        "balanced_accuracy": balanced_accuracy(classes),
+        "majority_accuracy": max(c["support"] for c in classes.values()) / len(truth),
         "loss": losses.mean().item(),
         "roc_auc": roc_auc(prob_hotdog.tolist(), [t == POSITIVE for t in truth]),
-        "per_class": per_class(counts),
+        "per_class": classes,
         "confusion": {CLASSES[a]: {CLASSES[p]: counts[a][p] for p in range(len(CLASSES))}
                       for a in range(len(CLASSES))},
     }

@@ -34,6 +34,20 @@ def cpu_has_bf16(cpuinfo: Path = CPUINFO) -> bool:
     return not cpu_flags(cpuinfo).isdisjoint(BF16_FLAGS)
 
 
+def cpu_model(cpuinfo: Path = CPUINFO) -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it ("unknown" elsewhere)."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown"
+
+
+def isa_summary(cpuinfo: Path = CPUINFO) -> str:
+    """The flags that decide torch's CPU kernels here, for a figure's or a log's label."""
+    return "/".join(f for f in ("avx2", "avx512f", *BF16_FLAGS) if f in cpu_flags(cpuinfo)) or "no AVX2"
+
+
 def pick_device(name: str) -> torch.device:
     """auto -> CUDA when present, else CPU. Asking for cuda without one is an error."""
     if name == "auto":

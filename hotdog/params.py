@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML, YAMLError
 
 from hotdog.errors import StageError
@@ -90,7 +90,15 @@ class RunParams(Section):
     lr: float = Field(gt=0.0)
     head_lr_mult: float = Field(gt=0.0)
     pretrained: bool
-    head_init: Literal["xavier", "default"]
+    head_init: Literal["xavier", "default", "imagenet-hotdog"]
+    freeze_body: bool
+
+    @model_validator(mode="after")
+    def _imagenet_head_needs_the_weights(self) -> RunParams:
+        if self.head_init == "imagenet-hotdog" and not self.pretrained:
+            raise ValueError("head_init imagenet-hotdog starts fc from the ImageNet classifier, "
+                             "which comes with the ImageNet weights: set pretrained to true")
+        return self
 
 
 class Paths(Section):
@@ -149,6 +157,14 @@ class Paths(Section):
     def figures(self) -> Path:
         return self.reports / "figures"
 
+    @property
+    def experiments_report(self) -> Path:
+        return self.reports / "experiments.md"
+
+    @property
+    def experiments_figure(self) -> Path:
+        return self.reports / "experiments.png"
+
 
 class Params(Section):
     seed: int = Field(ge=0)
@@ -173,7 +189,8 @@ def _describe(err: ValidationError, source: Path) -> str:
     if first["type"] == "missing":
         return f"{source}: missing key '{key}'; add it (README lists every param){more}"
     msg = first["msg"].removeprefix("Value error, ")
-    return f"{source}: key '{key}': {msg} (got {first['input']!r}); correct it{more}"
+    got = "" if isinstance(first["input"], dict) else f" (got {first['input']!r})"  # a section's own check
+    return f"{source}: key '{key}': {msg}{got}; correct it{more}"
 
 
 def parse_params(raw: Any, source: Path = PARAMS_FILE) -> Params:
@@ -208,8 +225,24 @@ def apply_overrides(overrides: dict[str, Any], path: Path = PARAMS_FILE) -> dict
     Validates the result first: an unknown key or a bad value is a ParamsError and the
     file is left as it was. Returns {key: (old, new)} for the values that changed.
     """
+    yaml, doc, changed = _overridden(overrides, Path(path))
+    if changed:
+        with atomic_path(Path(path)) as tmp, tmp.open("w") as f:
+            yaml.dump(doc, f)
+    return changed
+
+
+def check_overrides(overrides: dict[str, Any], path: Path = PARAMS_FILE) -> Params:
+    """The params the file would hold with `overrides` set; a ParamsError names a bad one.
+    Writes nothing."""
+    _, doc, _ = _overridden(overrides, Path(path))
+    return parse_params(_plain(doc), Path(path))
+
+
+def _overridden(overrides: dict[str, Any], path: Path) -> tuple[YAML, Any, dict[str, tuple[Any, Any]]]:
+    """(the round-trip loader, the file's document with `overrides` set, what changed), checked."""
     yaml = YAML()  # round-trip: comments and key order survive
-    doc = yaml.load(Path(path).read_text())
+    doc = yaml.load(path.read_text())
     changed = {}
     for dotted, value in overrides.items():
         *parents, last = dotted.split(".")
@@ -221,11 +254,8 @@ def apply_overrides(overrides: dict[str, Any], path: Path = PARAMS_FILE) -> dict
         if node[last] != value:
             changed[dotted] = (node[last], value)
             node[last] = value
-    parse_params(_plain(doc), Path(path))
-    if changed:
-        with atomic_path(Path(path)) as tmp, tmp.open("w") as f:
-            yaml.dump(doc, f)
-    return changed
+    parse_params(_plain(doc), path)
+    return yaml, doc, changed
 
 
 def _plain(node: Any) -> Any:

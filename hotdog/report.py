@@ -29,6 +29,7 @@ MAX_MISCLASSIFIED = 32
 GRID_COLUMNS = 8
 THUMBNAIL_PX = 160
 DPI = 100
+# Links in report.md, relative to it; the files are in paths.figures.
 FIG_SAMPLES = "figures/samples.png"
 FIG_CURVES = "figures/curves.png"
 FIG_CONFUSION = "figures/confusion.png"
@@ -267,23 +268,24 @@ def save_figure(fig: Figure, dest: Path) -> None:
     fig.savefig(dest, format="png", dpi=DPI, metadata={"Software": None})
 
 
-def write_figures(out: Path, images: Path, inputs: Inputs) -> None:
-    """Render every figure into the report folder `out`; `images` is the image folder."""
+def write_figures(folder: Path, images: Path, inputs: Inputs) -> None:
+    """Render every figure into `folder` (the report's figures/); `images` is the image folder."""
+    def save(fig: Figure, link: str) -> None:
+        save_figure(fig, folder / Path(link).name)
+
     hotdogs, others = select_samples(inputs.manifests["train"])
     thumbs = [[load_thumbnail(images / r["path"]) for r in rows] for rows in (hotdogs, others)]
-    save_figure(plot_samples(*thumbs), out / FIG_SAMPLES)
-    save_figure(plot_curves(inputs.epochs), out / FIG_CURVES)
-    save_figure(plot_confusion(inputs.evaluation), out / FIG_CONFUSION)
+    save(plot_samples(*thumbs), FIG_SAMPLES)
+    save(plot_curves(inputs.epochs), FIG_CURVES)
+    save(plot_confusion(inputs.evaluation), FIG_CONFUSION)
     for run in RUNS:
         rows = select_misclassified(inputs.predictions, run)
         if rows:
             thumbnails = [load_thumbnail(images / r["path"]) for r in rows]
-            save_figure(plot_misclassified(rows, thumbnails, run), out / fig_misclassified(run))
+            save(plot_misclassified(rows, thumbnails, run), fig_misclassified(run))
 
 
-def write_report(out: Path, name: str, images: Path, inputs: Inputs, params: list[tuple[str, str]]) -> None:
-    """The figures and the markdown file `name` in the folder `out`."""
-    text = render_markdown(inputs.summaries, inputs.evaluation, class_counts(inputs.manifests), params,
+def report_text(inputs: Inputs, params: list[tuple[str, str]]) -> str:
+    """The report's markdown; its figures are linked as figures/<name>.png beside it."""
+    return render_markdown(inputs.summaries, inputs.evaluation, class_counts(inputs.manifests), params,
                            mistake_counts(inputs.predictions))
-    write_figures(out, images, inputs)
-    (out / name).write_text(text)

@@ -23,7 +23,7 @@ from hotdog.hardware import (
     synchronize,
 )
 from hotdog.inference import predict
-from hotdog.model import build_model, param_groups
+from hotdog.model import build_model, freeze_body, param_groups, train_mode
 from hotdog.params import RunParams, TrainParams
 
 
@@ -90,7 +90,7 @@ def batches(loader, desc: str, on_tenth: Callable[[float], None] | None = None) 
 def train_one_epoch(model: nn.Module, loader, optimizer, device: torch.device, precision: str,
                     desc: str, on_tenth: Callable[[float], None] | None = None) -> EpochStats:
     """One pass over `loader` with the seed's summed cross-entropy loss."""
-    model.train()
+    train_mode(model)
     loss_fn = nn.CrossEntropyLoss(reduction="none")
     # The sums stay on the device until the epoch ends: reading them every step would
     # make the host wait for each step.
@@ -188,23 +188,29 @@ class TrainResult(NamedTuple):
 
 
 def train(run: str, seed: int, params: TrainParams, run_params: RunParams, num_workers: int,
-          pretrained: dict | None, images: DecodedImages, evals: EvalViews) -> TrainResult:
+          pretrained: dict | None, images: DecodedImages, evals: EvalViews,
+          on_epoch: Callable[[list[dict]], None] | None = None) -> TrainResult:
     """Everything a training stage computes: the seed's recipe on `images` (train split,
-    augmented with `seed`), scored on `evals` after each epoch. Writes nothing."""
+    augmented with `seed`), scored on `evals` after each epoch. Writes nothing; `on_epoch`
+    gets the epoch records so far after each epoch."""
     device = pick_device(params.device)
     precision = pick_precision(params.precision, device)
     seed_everything(seed)
     configure_backends(device)
     model = build_model(pretrained, run_params.head_init).to(device, memory_format=torch.channels_last)
+    if run_params.freeze_body:
+        freeze_body(model)
     train_set = train_batches(images, params.augment, params.batch_size, num_workers, device)
     evals = evals.to(device)
     print(f"{run}: {len(images)} train / {len(evals.labels)} test images on {device.type}, {precision}, "
-          f"augmented on {train_set.name}", flush=True)
+          f"augmented on {train_set.name}{', body frozen (fc only)' if run_params.freeze_body else ''}", flush=True)
     records, stats = [], []
     for record, epoch_stats in fit(model, train_set, evals, run, params, run_params, device, precision):
         records.append(record)
         stats.append(epoch_stats)
         print(format_record(run, params.epochs, record), flush=True)
+        if on_epoch is not None:
+            on_epoch(records)
     summary = summarize(records, stats, device, precision, train_set.name)
     used = {"seed": seed, "train": params.model_dump(), run: run_params.model_dump()}
     return TrainResult(model, records, summary, used)

@@ -32,8 +32,10 @@ def main(run: str) -> None:
     images = read_train_images(p.paths.decoded_file("train"), p.train.image_size, p.seed)
     # The test views are passed without a name here: train() moves them to the device, and
     # on a GPU no host copy should outlive that.
+    # The epochs so far are written after each one, so `dvc plots show` follows a long run.
     result = train(run, p.seed, p.train, run_params, p.runtime.num_workers, pretrained, images,
-                   read_eval_views(p.paths.decoded_file("test"), p.train.image_size)[0])
+                   read_eval_views(p.paths.decoded_file("test"), p.train.image_size)[0],
+                   on_epoch=lambda records: write_json(p.paths.run_epochs(run), records))
     save_checkpoint(p.paths.checkpoint(run), result.model.state_dict(), run, result.params, result.summary)
     write_json(p.paths.run_epochs(run), result.records)
     write_json(p.paths.run_summary(run), result.summary)

@@ -23,17 +23,12 @@ def pytest_report_header(config) -> list[str]:
     """The CPU and the ISA caps of this run: what torch computes depends on both."""
     import torch
 
-    from hotdog.hardware import CPUINFO, cpu_flags
+    from hotdog.hardware import cpu_model, isa_summary
 
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in CPUINFO.read_text().splitlines()
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = "unknown"
-    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags()]
     caps = " ".join(f"{k}={os.environ[k]}" for k in ISA_CAPS if k in os.environ) or "none"
-    return [f"cpu: {model} ({' '.join(isa) or 'no AVX2'}), {os.cpu_count()} cores; torch {torch.__version__}, "
+    return [f"cpu: {cpu_model()} ({isa_summary()}), {os.cpu_count()} cores; torch {torch.__version__}, "
             f"ATen capability {torch.backends.cpu.get_cpu_capability()}; ISA caps: {caps}"]
+
 
 # The shrunk config every training test starts from (lightning-hydra-template's idea):
 # 32 px, 1 epoch, tiny batches, CPU, fp32 unless a test asks otherwise. Precision is

@@ -50,6 +50,7 @@ def test_score_on_known_logits():
     labels = torch.tensor([0, 0, 1, 1])
     metrics, columns = score(logits, labels)
     assert metrics["accuracy"] == 0.5 and metrics["images"] == 4
+    assert metrics["balanced_accuracy"] == 0.5 and metrics["majority_accuracy"] == 0.5
     assert metrics["confusion"] == {"hotdog": {"hotdog": 1, "not-hotdog": 1},
                                     "not-hotdog": {"hotdog": 1, "not-hotdog": 1}}
     expected_loss = torch.nn.functional.cross_entropy(logits, labels).item()
@@ -90,3 +91,15 @@ def test_the_evaluate_stage_scores_both_checkpoints(decoded_project):
         summary = json.loads(p.paths.run_summary(run).read_text())
         assert metrics[run]["accuracy"] == pytest.approx(summary["test_acc"])  # the same views, the same model
         assert metrics[run]["precision"] == "fp32"
+
+
+def test_an_unbalanced_split_shows_a_model_that_learned_nothing():
+    # 3 hotdogs, 1 not: always answering "hotdog" scores 0.75 accuracy and 0.5 balanced.
+    logits = torch.tensor([[1.0, 0.0]] * 4)
+    metrics, _ = score(logits, torch.tensor([0, 0, 0, 1]))
+    assert metrics["accuracy"] == 0.75 and metrics["majority_accuracy"] == 0.75
+    assert metrics["balanced_accuracy"] == 0.5
+    metrics, _ = score(torch.tensor([[1.0, 0.0]] * 3 + [[0.0, 1.0]]), torch.tensor([0, 0, 0, 1]))
+    assert metrics["balanced_accuracy"] == 1.0
+    metrics, _ = score(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))  # one class only
+    assert metrics["balanced_accuracy"] == 0.5 and metrics["majority_accuracy"] == 1.0

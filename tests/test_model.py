@@ -1,11 +1,17 @@
+import copy
+import math
+
 import pytest
 import torch
 from synthetic import write_weights
 from torch import nn
+from torchvision.models import resnet18
 
 from hotdog.checkpoint import load_state
 from hotdog.errors import StageError
-from hotdog.model import build_model, param_groups
+from hotdog.model import build_model, freeze_body, imagenet_hotdog_head, param_groups
+from hotdog.params import CLASSES
+from hotdog.train import train_one_epoch
 
 pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test
 
@@ -59,3 +65,62 @@ def test_param_groups_give_the_head_ten_times_the_lr():
     assert len(body["params"]) + 2 == len(list(model.parameters()))
     (single,) = param_groups(model, 5e-4, 1)
     assert len(single["params"]) == len(list(model.parameters()))
+
+
+def test_imagenet_hotdog_head_starts_from_class_934(tmp_path):
+    write_weights(tmp_path / "w.pth", seed=5)
+    state = load_state(tmp_path / "w.pth", "weights", "fix")
+    model = build_model(state, "imagenet-hotdog")
+    hot, other = CLASSES.index("hotdog"), CLASSES.index("not-hotdog")
+    assert torch.equal(model.fc.weight[hot], state["fc.weight"][934])
+    assert torch.equal(model.fc.bias[hot], state["fc.bias"][934])
+    rest = torch.cat([torch.arange(934), torch.arange(935, 1000)])
+    assert torch.allclose(model.fc.weight[other], state["fc.weight"][rest].mean(0))
+    assert torch.allclose(model.fc.bias[other], state["fc.bias"][rest].mean() + math.log(999))
+    assert torch.equal(model.conv1.weight, state["conv1.weight"])  # the body is ImageNet's
+
+
+def test_the_label_order_is_imagefolders():
+    # ImageFolder sorts the class folders; the seed's label 0 is hotdog, and so is ours.
+    assert list(CLASSES) == sorted(CLASSES) and CLASSES.index("hotdog") == 0
+
+
+def test_imagenet_hotdog_head_refuses_a_classifier_that_is_not_imagenets():
+    state = {k: v for k, v in build_model(None, "default").state_dict().items()}
+    model = resnet18(weights=None, num_classes=10)
+    with pytest.raises(StageError, match=r"not a torchvision ResNet-18 state dict"):
+        build_model(model.state_dict(), "imagenet-hotdog")
+    with pytest.raises(StageError, match=r"needs ImageNet's 1000-class fc, but the weights file's fc.weight "
+                                         r"has shape \(2, 512\); check weights.url"):
+        imagenet_hotdog_head(state["fc.weight"], state["fc.bias"])
+    with pytest.raises(StageError, match="needs the ImageNet weights"):
+        build_model(None, "imagenet-hotdog")
+
+
+def test_a_frozen_body_stays_bit_identical_while_fc_learns():
+    torch.manual_seed(0)
+    model = build_model(None, "xavier")
+    freeze_body(model)
+    before = copy.deepcopy(model.state_dict())
+    groups = param_groups(model, 0.01, 10)
+    assert len(groups) == 1 and {id(p) for p in groups[0]["params"]} == {id(model.fc.weight), id(model.fc.bias)}
+    assert groups[0]["lr"] == pytest.approx(0.1)
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    train_one_epoch(model, [(x, torch.tensor([0, 1, 1, 0]))], torch.optim.SGD(groups, lr=0.01),
+                    torch.device("cpu"), "fp32", desc="test")
+    after = model.state_dict()
+    body = [k for k in before if not k.startswith("fc.")]
+    assert any(k.endswith("running_mean") for k in body)  # BN statistics are among them
+    assert all(torch.equal(before[k], after[k]) for k in body)
+    assert not torch.equal(before["fc.weight"], after["fc.weight"])
+    assert model.layer1[0].bn1.training is False and model.training  # train mode, BN in eval
+
+
+def test_an_unfrozen_model_updates_its_bn_statistics():
+    torch.manual_seed(0)
+    model = build_model(None, "xavier")
+    before = model.bn1.running_mean.clone()
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    train_one_epoch(model, [(x, torch.tensor([0, 1, 1, 0]))], torch.optim.SGD(model.parameters(), lr=0.01),
+                    torch.device("cpu"), "fp32", desc="test")
+    assert not torch.equal(before, model.bn1.running_mean) and model.bn1.training

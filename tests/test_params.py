@@ -35,6 +35,8 @@ def test_repo_params_load_and_match_the_seed():
         ({"weights.sha256": "f37072"}, ["weights.sha256", "8 to 64 hex digits"]),
         ({"scratch.lr": -1.0}, ["scratch.lr", "greater than 0"]),
         ({"manifest.max_reject_fraction": 2}, ["manifest.max_reject_fraction"]),
+        ({"scratch.head_init": "imagenet-hotdog"}, ["key 'scratch': head_init imagenet-hotdog", "pretrained to true"]),
+        ({"finetune.freeze_body": "yes"}, ["finetune.freeze_body", "boolean"]),
     ],
 )
 def test_bad_value_names_the_key(change, words):

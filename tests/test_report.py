@@ -55,7 +55,8 @@ def _write_images(images: Path) -> list[dict]:
 def _evaluation_entry(run: str) -> dict:
     confusion = {"hotdog": {"hotdog": 4, "not-hotdog": 1}, "not-hotdog": {"hotdog": 1, "not-hotdog": 4}}
     per_class = {c: {"precision": 0.8, "recall": 0.8, "f1": 0.8, "support": 5} for c in CLASSES}
-    return {"accuracy": ACCURACY[run], "loss": 0.4, "roc_auc": 0.9012 if run == "finetune" else 0.7034,
+    return {"accuracy": ACCURACY[run], "balanced_accuracy": ACCURACY[run] - 0.0011, "majority_accuracy": 0.5,
+            "loss": 0.4, "roc_auc": 0.9012 if run == "finetune" else 0.7034,
             "images": 10, "per_class": per_class, "confusion": confusion,
             "device": "cpu", "precision": "bf16"}
 
@@ -269,10 +270,10 @@ def _row(text: str, first_cell: str) -> list[str]:
 
 def test_render_markdown_comparison_table():
     text = _render()
-    assert _row(text, "fine-tune (ours)") == ["fine-tune (ours)", "0.205", "0.931", "0.812", "0.901",
-                                              "29.6", "25.0", "cuda", "bf16"]
-    assert _row(text, "fine-tune (d2l)")[1:4] == ["0.220", "0.915", "0.939"]
-    assert _row(text, "scratch (ours)")[1:5] == ["0.381", "0.822", "0.688", "0.703"]
+    assert _row(text, "fine-tune (ours)") == ["fine-tune (ours)", "0.205", "0.931", "0.812", "0.811", "0.500",
+                                              "0.901", "29.6", "25.0", "cuda", "bf16"]
+    assert _row(text, "fine-tune (d2l)")[1:7] == ["0.220", "0.915", "0.939", "—", "0.500", "—"]
+    assert _row(text, "scratch (ours)")[1:7] == ["0.381", "0.822", "0.688", "0.686", "0.500", "0.703"]
     assert _row(text, "scratch (d2l)")[1:4] == ["0.374", "0.839", "0.843"]
     assert _row(text, "finetune.lr") == ["finetune.lr", "5e-05"]
     assert _row(text, "train") == ["train", "1000", "1000", "2000"]
