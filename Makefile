@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Stage commands say `python -m stages.<name>`: the venv's bin goes first on PATH.
 WITH_VENV := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: run test test-fast ui bench clean-venv
+.PHONY: run test test-fast ui bench experiments clean-venv
 
 # The venv is rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -50,6 +50,12 @@ ui: $(VENV)/.installed
 BENCH_ARGS ?=
 bench: $(VENV)/.installed
 	$(WITH_VENV) python -m benchmarks.bench $(BENCH_ARGS)
+
+# The chapter's exercises (experiments.yaml) as DVC experiments, then reports/experiments.md.
+# A quick pass on a CPU: make experiments EXP_ARGS="-S train.epochs=1 -S train.image_size=64"
+EXP_ARGS ?=
+experiments: $(VENV)/.installed
+	$(WITH_VENV) hotdog experiments run $(EXP_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -23,8 +23,9 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from ruamel.yaml import YAML
 
-from flows.repro import StageFailed, StageInterrupted, project_dir, repro, stream_dvc
+from flows.repro import StageFailed, StageInterrupted, project_dir, repro
 from hotdog import events
+from hotdog.dvc_run import stream_dvc
 from hotdog.params import PARAMS_FILE, RUNS, Params, ParamsError, apply_overrides, read_params
 from hotdog.results import COMPARISON_HEADER, comparison_rows, read_evaluation, read_runs
 

@@ -1,4 +1,4 @@
-"""`make ui`: serve the flow as a deployment on a Prefect server (the one at PREFECT_API_URL,
+"""`make ui`: serve the flows as deployments on a Prefect server (the one at PREFECT_API_URL,
 or a local one started for the purpose) and print the UI's address. Ctrl-C stops both.
 Run from the repo root: python -m flows.ui
 """
@@ -12,16 +12,22 @@ DEPLOYMENT = "local"
 
 def main() -> None:
     with running_server() as api_url:
+        from prefect import serve
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
+        from flows.experiments import hotdog_experiments
         from flows.pipeline import hotdog_pipeline
 
         ui = api_url.rstrip("/").removesuffix("/api")
-        print(f"Prefect UI: {ui}  (Deployments -> hotdog-pipeline -> {DEPLOYMENT} -> Run)", flush=True)
+        print(f"Prefect UI: {ui}  (Deployments -> hotdog-pipeline or hotdog-experiments -> {DEPLOYMENT} -> Run)",
+              flush=True)
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            # limit=1: two runs at once would collide on DVC's repo lock.
-            hotdog_pipeline.serve(name=DEPLOYMENT, limit=1,
-                                  description="The hotdog DVC pipeline, one task per stage")
+            # limit=1 across both: two runs at once would collide on DVC's repo lock.
+            serve(hotdog_pipeline.to_deployment(name=DEPLOYMENT, description="The hotdog DVC pipeline, one task "
+                                                                             "per stage"),
+                  hotdog_experiments.to_deployment(name=DEPLOYMENT, description="The chapter's exercises as DVC "
+                                                                                "experiments, compared"),
+                  limit=1)
 
 
 if __name__ == "__main__":

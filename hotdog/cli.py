@@ -8,6 +8,7 @@ from importlib import import_module
 
 # subcommand -> (module with main(argv), what it does)
 COMMANDS = {
+    "experiments": ("hotdog.experiments", "run the chapter's exercises as DVC experiments, and compare them"),
     "make-data": ("hotdog.make_data", "write a photo-sized synthetic stand-in for the hotdog folder"),
     "cuda-check": ("hotdog.cuda_check", "check the CUDA training paths against the CPU's"),
 }

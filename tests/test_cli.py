@@ -19,7 +19,7 @@ def test_make_data_writes_a_photo_sized_stand_in(tmp_path, capsys):
 
 
 def test_an_unknown_command_is_one_error_with_the_usage():
-    with pytest.raises(SystemExit, match=r"error: hotdog: unknown command 'predcit'\nusage: hotdog \{make-data"):
+    with pytest.raises(SystemExit, match=r"error: hotdog: unknown command 'predcit'\nusage: hotdog \{experiments"):
         main(["predcit"])
 
 

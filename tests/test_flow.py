@@ -35,6 +35,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DEPLOYMENT = "hotdog-pipeline/local"
+EXPERIMENTS = "hotdog-experiments/local"
 
 
 def free_port() -> int:
@@ -44,13 +45,14 @@ def free_port() -> int:
 
 
 def wait_for_deployment(api: str, ui: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    """Until `make ui`'s process has registered the deployment."""
+    """Until `make ui`'s process has registered both deployments."""
     deadline = time.monotonic() + timeout
     with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             assert ui.poll() is None, f"flows.ui exited:\n{log.read_text()}"
             try:
                 client.read_deployment_by_name(DEPLOYMENT)
+                client.read_deployment_by_name(EXPERIMENTS)
                 return
             except Exception:  # not up yet, or not registered yet
                 time.sleep(1)
@@ -223,3 +225,26 @@ def test_a_wrong_sha1_fails_at_once_and_stops_the_flow(ui, served, tmp_path):
     tasks = task_runs_of(flow_run.id)
     assert list(tasks) == ["download"] and tasks["download"].run_count == 1  # no retry
     assert not (project / "data" / "hotdog").exists()
+
+
+def test_the_experiments_deployment_runs_them_and_tabulates_them(ui_run):
+    # Last in this module: it commits the served project, which DVC's experiments need.
+    _, project, _ = ui_run
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "baseline for experiments")
+    before = (project / "params.yaml").read_bytes()
+    bad = run_deployment(EXPERIMENTS, parameters={"experiments": {"typo": {"finetune.lrr": 1e-4}}},
+                         timeout=300, poll_interval=2)
+    assert bad.state.is_failed() and "experiment 'typo'" in bad.state.message
+    assert "unknown key 'finetune.lrr'" in bad.state.message and task_runs_of(bad.id) == {}
+
+    two = {"freeze-body": {"finetune.freeze_body": True}, "head": {"finetune.head_init": "imagenet-hotdog"}}
+    flow_run = run_deployment(EXPERIMENTS, parameters={"experiments": two, "sizes": {"train.epochs": 1}},
+                              timeout=900, poll_interval=2)
+    assert flow_run.state.is_completed(), flow_run.state
+    table = json.loads(artifacts_of(flow_run.id)["hotdog-experiments"].data)
+    assert sorted(row["experiment"] for row in table) == ["freeze-body", "head"]
+    assert {row["params changed"] for row in table} == {"finetune.freeze_body=true", "finetune.head_init=imagenet-hotdog"}
+    logs = logs_with(flow_run.id, "Reproducing experiment 'head'")
+    assert any("body frozen (fc only)" in line for line in logs)  # the stages' own lines, live
+    assert (project / "params.yaml").read_bytes() == before

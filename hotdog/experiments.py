@@ -1,0 +1,366 @@
+"""The chapter's exercises as DVC experiments: the named set (experiments.yaml), the dvc
+commands that queue and run it, and the comparison of what they measured.
+
+DVC keeps the record: each experiment is a commit under refs/exps, listed by `dvc exp
+show` and brought back by `dvc exp apply <name>`. The comparison reads `dvc exp show
+--json`, and each experiment's per-epoch file from its commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+from matplotlib.figure import Figure
+from ruamel.yaml import YAML, YAMLError
+
+from hotdog import events
+from hotdog.dvc_run import stream_dvc
+from hotdog.errors import StageError
+from hotdog.files import atomic_path
+from hotdog.params import PARAMS_FILE, RUNS, ParamsError, Paths, check_overrides, read_params
+from hotdog.results import RUN_TITLES
+
+SET_FILE = Path("experiments.yaml")
+# DVC names an experiment's git ref after it: letters, digits, '-' and '_', a letter first.
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+RUN_ALL = ["exp", "run", "--run-all"]  # runs every queued experiment in a temporary copy, in the foreground
+COLLECT_TIMEOUT = 120.0  # seconds DVC may take to record the results after --run-all returns
+
+
+class ExperimentsError(StageError):
+    """The experiment set, an override, or a dvc command is wrong; the message says which."""
+
+
+def read_set(path: Path = SET_FILE) -> dict[str, dict[str, Any]]:
+    """{experiment name: {dotted params key: value, or a list for a grid}}, shape-checked."""
+    try:
+        raw = YAML(typ="safe", pure=True).load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ExperimentsError(f"{path} not found; run from the repo root") from None
+    except YAMLError as err:
+        raise ExperimentsError(f"{path} is not valid YAML ({err}); fix the syntax") from None
+    if not isinstance(raw, dict) or not raw:
+        raise ExperimentsError(f"{path}: expected a mapping of experiment names to the params they set")
+    for name, overrides in raw.items():
+        check_entry(str(name), overrides, path)
+    return {str(name): dict(overrides) for name, overrides in raw.items()}
+
+
+def check_entry(name: str, overrides: Any, where: Path | str) -> None:
+    """One entry's shape: a DVC-safe name, and dotted keys to scalars or one non-empty list."""
+    if not NAME.match(name):
+        raise ExperimentsError(f"{where}: experiment name {name!r} must start with a letter and hold only "
+                               "letters, digits, '-' and '_' (DVC makes a git ref of it); rename it")
+    if not isinstance(overrides, dict) or not overrides:
+        raise ExperimentsError(f"{where}: experiment {name!r} must map params.yaml keys to values")
+    grids = [key for key, value in overrides.items() if isinstance(value, list)]
+    if len(grids) > 1 or any(not overrides[key] for key in grids):
+        raise ExperimentsError(f"{where}: experiment {name!r}: at most one key may hold a list (a grid), "
+                               "and it must not be empty; split it into several experiments")
+
+
+def runs_of(name: str, overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The experiments an entry runs, named as DVC names a grid's: name-1, name-2, ..."""
+    grid = next((key for key, value in overrides.items() if isinstance(value, list)), None)
+    if grid is None:
+        return {name: overrides}
+    return {f"{name}-{i}": {**overrides, grid: value} for i, value in enumerate(overrides[grid], 1)}
+
+
+def check_set(experiments: dict[str, dict[str, Any]], sizes: dict[str, Any], params: Path = PARAMS_FILE) -> None:
+    """Every run of the set, with `sizes` on top, makes valid params; else one error naming
+    the experiment and the key. Nothing is queued until this passes."""
+    for name, overrides in experiments.items():
+        check_entry(name, overrides, "experiments")
+        for run, values in runs_of(name, overrides).items():
+            try:
+                check_overrides({**values, **sizes}, params)
+            except ParamsError as err:
+                raise ExperimentsError(f"experiment {run!r}: {err}") from None
+
+
+def dvc_value(value: Any) -> str:
+    """A value as `dvc exp run -S` reads it (YAML), a list as DVC's grid syntax a,b,c."""
+    if isinstance(value, list):
+        return ",".join(dvc_value(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def queue_args(name: str, overrides: dict[str, Any], sizes: dict[str, Any]) -> list[str]:
+    """`dvc exp run --queue` for one entry. The sizes come last, so a quick pass on a CPU
+    holds for every experiment. Not -f: besides replacing an experiment of the same name,
+    it forces every stage to run again, download included."""
+    args = ["exp", "run", "--queue", "-n", name]
+    for key, value in {**overrides, **sizes}.items():
+        args += ["-S", f"{key}={dvc_value(value)}"]
+    return args
+
+
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """`-S key=value` pairs from a command line, values read as YAML, as DVC reads them."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ExperimentsError(f"-S {pair!r}: expected key=value, e.g. -S train.epochs=1")
+        out[key] = YAML(typ="safe", pure=True).load(value)
+    return out
+
+
+# ---------------------------------------------------------------- comparison
+
+
+class Experiment(NamedTuple):
+    name: str
+    rev: str
+    params: dict[str, Any]  # flat: {"finetune.lr": 5e-05, ...}
+    metrics: dict[str, dict]  # {metrics file: its data}
+    error: str | None
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested params as dotted keys."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _entry(rev: dict) -> Experiment:
+    data = rev.get("data") or {}
+    params = flatten(((data.get("params") or {}).get(str(PARAMS_FILE)) or {}).get("data") or {})
+    metrics = {path: (m or {}).get("data") or {} for path, m in (data.get("metrics") or {}).items()}
+    error = rev.get("error")
+    return Experiment(rev.get("name") or rev["rev"][:7], rev["rev"], params, metrics,
+                      None if not error else str(error.get("msg", error) if isinstance(error, dict) else error))
+
+
+def experiments_of(exp_show: list[dict]) -> tuple[Experiment, list[Experiment]]:
+    """(the baseline, its experiments) from `dvc exp show --json`: the baseline is the
+    commit the experiments were run from (HEAD), not the workspace."""
+    commits = [c for c in exp_show if c.get("rev") != "workspace"]
+    if not commits:
+        raise ExperimentsError("dvc exp show lists no commit; commit the project first (git commit)")
+    head = commits[0]
+    found = []
+    for group in head.get("experiments") or []:
+        for rev in group.get("revs") or []:
+            entry = _entry(rev)
+            state = (group.get("executor") or {}).get("state")
+            found.append(entry._replace(error=entry.error or ("failed" if state == "failed" else None)))
+    return _entry(head), found
+
+
+def changed(params: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """The params that differ from the baseline's (paths aside)."""
+    return {k: v for k, v in params.items() if baseline.get(k) != v and not k.startswith("paths.")}
+
+
+class Row(NamedTuple):
+    name: str
+    params: dict[str, Any]  # what differs from the baseline, beyond what every row shares
+    results: dict[str, dict[str, float | None]]  # run -> acc, balanced, auc, loss, wall
+    error: str | None
+
+
+def comparison(baseline: Experiment, experiments: list[Experiment], paths: Paths
+               ) -> tuple[dict[str, Any], list[Row]]:
+    """(the changes every experiment shares, one row per experiment), sorted by name."""
+    diffs = [changed(e.params, baseline.params) for e in experiments]
+    shared = dict(set.intersection(*(set(_hashable(d).items()) for d in diffs))) if len(diffs) > 1 else {}
+    evaluation, rows = str(paths.evaluation), []
+    for e, diff in sorted(zip(experiments, diffs), key=lambda pair: pair[0].name):
+        results = {}
+        for run in RUNS:
+            m = e.metrics.get(evaluation, {}).get(run, {})
+            s = e.metrics.get(str(paths.run_summary(run)), {})
+            results[run] = {"accuracy": m.get("accuracy"), "balanced_accuracy": m.get("balanced_accuracy"),
+                            "roc_auc": m.get("roc_auc"), "loss": m.get("loss"),
+                            "examples_per_sec_wall": s.get("examples_per_sec_wall")}
+        rows.append(Row(e.name, {k: v for k, v in diff.items() if k not in shared}, results, e.error))
+    return shared, rows
+
+
+def _hashable(d: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+COLUMNS = (("accuracy", "test acc", ".3f"), ("balanced_accuracy", "balanced acc", ".3f"),
+           ("roc_auc", "ROC-AUC", ".3f"), ("loss", "loss", ".3f"), ("examples_per_sec_wall", "ex/s wall", ".1f"))
+
+
+def table_rows(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    """The comparison as a header and rows of text (for markdown and a Prefect table)."""
+    header = ["experiment", "params changed"] + [f"{RUN_TITLES[run]} {title}" for run in RUNS
+                                                 for _, title, _ in COLUMNS]
+    out = []
+    for row in rows:
+        params = ", ".join(f"{k}={dvc_value(v)}" for k, v in sorted(row.params.items())) or "(baseline params)"
+        cells = [_cell(row.results[run][key], fmt) for run in RUNS for key, _, fmt in COLUMNS]
+        if row.error:
+            cells = [f"failed: {row.error}"] + [""] * (len(cells) - 1)
+        out.append([row.name, params, *cells])
+    return header, out
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def render_markdown(shared: dict[str, Any], rows: list[Row], figure: str) -> str:
+    """reports/experiments.md: the table, what every experiment shares, and the figure."""
+    header, body = table_rows(rows)
+    lines = ["# Experiments: the chapter's exercises", "",
+             "One row per DVC experiment of the current commit (`dvc exp show` lists the same); "
+             "test metrics from each experiment's evaluate stage. Bring one into the workspace "
+             "with `dvc exp apply <experiment>`, then commit it.", ""]
+    if shared:
+        lines += ["Every experiment here also sets: "
+                  + ", ".join(f"`{k}={dvc_value(v)}`" for k, v in sorted(shared.items())) + ".", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    lines += ["", "Test accuracy after each epoch, per experiment:", "", f"![test accuracy per epoch]({figure})", ""]
+    return "\n".join(lines)
+
+
+def plot_curves(curves: dict[str, dict[str, list[dict]]]) -> Figure:
+    """Test accuracy per epoch: one panel per model, one line per experiment."""
+    fig = Figure(figsize=(12, 4.5), dpi=100, layout="constrained")
+    for ax, run in zip(fig.subplots(1, len(RUNS)), RUNS):
+        for name, by_run in sorted(curves.items()):
+            records = by_run.get(run) or []
+            if records:
+                ax.plot([r["epoch"] for r in records], [r["test_acc"] for r in records], marker="o", label=name)
+        last = max((len(by_run.get(run) or []) for by_run in curves.values()), default=1)
+        ax.set_title(f"{RUN_TITLES[run]}: test accuracy")
+        ax.set_xlabel("epoch")
+        ax.set_xticks(range(1, last + 1))
+        ax.set_xlim(0.5, last + 0.5)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    return fig
+
+
+def curves_of(experiments: list[Experiment], paths: Paths,
+              read_at: Callable[[str, str], list[dict] | None]) -> dict[str, dict[str, list[dict]]]:
+    """Each experiment's per-epoch records per model, read from its commit with read_at(rev, path)."""
+    return {e.name: {run: read_at(e.rev, paths.run_epochs(run).as_posix()) or [] for run in RUNS}
+            for e in experiments if not e.error}
+
+
+# ---------------------------------------------------------------- I/O: dvc, git, files
+
+
+def exp_show(cwd: Path) -> list[dict]:
+    """`dvc exp show --json` of the project at cwd."""
+    run = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=cwd,
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        raise ExperimentsError(f"dvc exp show failed in {cwd}: {(run.stderr.strip().splitlines() or [''])[-1]}")
+    return json.loads(run.stdout)
+
+
+def read_at(cwd: Path) -> Callable[[str, str], list[dict] | None]:
+    """read(rev, path): a JSON file as git holds it in commit rev, None if it is not there."""
+    def read(rev: str, path: str) -> list[dict] | None:
+        run = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=cwd, capture_output=True, text=True)
+        return json.loads(run.stdout) if run.returncode == 0 else None
+    return read
+
+
+def write_comparison(cwd: Path, names: set[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """reports/experiments.md and its figure, for the experiments of HEAD (those in `names`,
+    if given), each file written atomically; returns the table (header, rows)."""
+    paths = read_params(cwd / PARAMS_FILE).paths
+    baseline, found = experiments_of(exp_show(cwd))
+    if names is not None:
+        found = [e for e in found if e.name in names]
+    if not found:
+        raise ExperimentsError("no experiments of the current commit to compare; run `make experiments` first")
+    shared, rows = comparison(baseline, found, paths)
+    figure = cwd / paths.experiments_figure
+    with atomic_path(figure) as tmp:
+        plot_curves(curves_of(found, paths, read_at(cwd))).savefig(tmp, format="png", metadata={"Software": None})
+    with atomic_path(cwd / paths.experiments_report) as tmp:
+        tmp.write_text(render_markdown(shared, rows, figure.name))
+    return table_rows(rows)
+
+
+def queue_and_run(cwd: Path, experiments: dict[str, dict[str, Any]], sizes: dict[str, Any],
+                  on_line: Callable[[str], None]) -> tuple[set[str], bool]:
+    """Check the set, queue each entry, then run the queue: (the experiments' names, whether
+    all of them succeeded). Earlier experiments of the same names (of this commit) are
+    replaced. A set that fails its check or a queue that dvc refuses is an ExperimentsError,
+    before anything runs."""
+    check_set(experiments, sizes, cwd / PARAMS_FILE)
+    names = {run for name, overrides in experiments.items() for run in runs_of(name, overrides)}
+    again = sorted(names & {e.name for e in experiments_of(exp_show(cwd))[1]})
+    if again and stream_dvc(["exp", "remove", *again], cwd, on_line) != 0:
+        raise ExperimentsError(f"dvc could not remove the earlier experiments {', '.join(again)}")
+    for name, overrides in experiments.items():
+        if stream_dvc(queue_args(name, overrides, sizes), cwd, on_line) != 0:
+            raise ExperimentsError(f"dvc could not queue experiment {name!r}; its message is above")
+    ok = stream_dvc(RUN_ALL, cwd, on_line) == 0
+    wait_for(cwd, names)
+    return names, ok
+
+
+FAILED = ("some experiments failed (dvc exp run --run-all): their rows in the comparison say so, "
+          "their output is above, and `dvc queue logs <name>` shows it again")
+
+
+def wait_for(cwd: Path, names: set[str], timeout: float = COLLECT_TIMEOUT) -> None:
+    """Until `dvc exp show` lists every experiment in `names`: --run-all can return while
+    DVC still collects the last result (treeverse/dvc#8403)."""
+    deadline = time.monotonic() + timeout
+    while not names <= {e.name for e in experiments_of(exp_show(cwd))[1]}:
+        if time.monotonic() > deadline:
+            missing = sorted(names - {e.name for e in experiments_of(exp_show(cwd))[1]})
+            raise ExperimentsError(f"dvc exp show still lacks {', '.join(missing)} after {timeout:.0f} s; "
+                                   "see `dvc queue status`")
+        time.sleep(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`hotdog experiments run [-S key=value ...] [--only NAME ...]` | `hotdog experiments compare`."""
+    parser = argparse.ArgumentParser(prog="hotdog experiments", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="queue the set as DVC experiments, run them, write the comparison")
+    run.add_argument("-S", "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                     help="a params.yaml value for every experiment, e.g. -S train.epochs=1")
+    run.add_argument("--only", action="append", metavar="NAME", help="run only these entries of the set")
+    run.add_argument("--file", type=Path, default=SET_FILE, help=f"the experiment set (default: {SET_FILE})")
+    sub.add_parser("compare", help="write reports/experiments.md from the experiments of the current commit")
+    args = parser.parse_args(argv)
+    cwd = Path.cwd()
+    try:
+        names = None
+        if args.command == "run":
+            experiments = read_set(args.file)
+            unknown = sorted(set(args.only or []) - set(experiments))
+            if unknown:
+                raise ExperimentsError(f"--only {unknown[0]!r} is not an entry of {args.file}")
+            chosen = {k: v for k, v in experiments.items() if not args.only or k in args.only}
+            # dvc's and the stages' own lines, as a terminal shows them; the events are for the flows.
+            names, ok = queue_and_run(cwd, chosen, parse_sets(args.sets),
+                                      lambda line: None if events.parse(line) else print(line, flush=True))
+        write_comparison(cwd, names)
+        paths = read_params(cwd / PARAMS_FILE).paths
+        print(f"experiments: wrote {paths.experiments_report} and {paths.experiments_figure}")
+        if names is not None and not ok:
+            raise ExperimentsError(FAILED)
+    except ExperimentsError as err:
+        sys.exit(f"error: experiments: {err}")

@@ -1,0 +1,168 @@
+"""The chapter's exercises as DVC experiments: the set file, the dvc commands, the comparison,
+and the real `dvc exp` end to end on the synthetic data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ENV, REPO, make_project, sh
+
+from hotdog.experiments import (
+    Experiment,
+    ExperimentsError,
+    check_set,
+    comparison,
+    experiments_of,
+    parse_sets,
+    queue_args,
+    read_set,
+    render_markdown,
+    runs_of,
+    table_rows,
+)
+from hotdog.params import read_params
+
+PATHS = read_params(REPO / "params.yaml").paths
+
+
+def test_the_repo_set_holds_every_exercise_and_checks_against_params_yaml():
+    experiments = read_set(REPO / "experiments.yaml")
+    check_set(experiments, {"train.epochs": 1}, REPO / "params.yaml")
+    runs = {run: values for name, o in experiments.items() for run, values in runs_of(name, o).items()}
+    default = read_params(REPO / "params.yaml")
+    lrs = [v["finetune.lr"] for k, v in runs.items() if k.startswith("finetune-lr-")]
+    assert len(lrs) >= 4 and default.finetune.lr in lrs  # exercise 1, the default among them
+    assert runs["scratch-at-finetune-lr"] == {"scratch.lr": default.finetune.lr}  # exercise 2
+    assert runs["finetune-at-scratch-lr"] == {"finetune.lr": default.scratch.lr}
+    assert runs["freeze-body"] == {"finetune.freeze_body": True}  # exercise 3
+    assert runs["imagenet-hotdog-head"] == {"finetune.head_init": "imagenet-hotdog"}  # exercise 4
+
+
+def test_a_grid_runs_one_experiment_per_value_named_as_dvc_names_them():
+    assert runs_of("lr", {"finetune.lr": [1e-5, 1e-4], "train.epochs": 2}) == {
+        "lr-1": {"finetune.lr": 1e-5, "train.epochs": 2}, "lr-2": {"finetune.lr": 1e-4, "train.epochs": 2}}
+    assert runs_of("frozen", {"finetune.freeze_body": True}) == {"frozen": {"finetune.freeze_body": True}}
+
+
+def test_queue_args_use_dvcs_grid_syntax_and_put_the_sizes_last():
+    args = queue_args("lr", {"finetune.lr": [1e-5, 5e-5], "finetune.freeze_body": False}, {"train.epochs": 1})
+    assert args == ["exp", "run", "--queue", "-n", "lr", "-S", "finetune.lr=1e-05,5e-05",
+                    "-S", "finetune.freeze_body=false", "-S", "train.epochs=1"]
+    assert parse_sets(["train.epochs=1", "finetune.head_init=imagenet-hotdog"]) == {
+        "train.epochs": 1, "finetune.head_init": "imagenet-hotdog"}
+    with pytest.raises(ExperimentsError, match=r"-S 'epochs': expected key=value"):
+        parse_sets(["epochs"])
+
+
+@pytest.mark.parametrize("text, words", [
+    ("freeze: {finetune.freeze_body: true}\n2fast: {train.epochs: 1}\n", "name '2fast' must start with a letter"),
+    ("lr:\n  finetune.lr: [1, 2]\n  scratch.lr: [3, 4]\n", "at most one key may hold a list"),
+    ("lr:\n  finetune.lr: []\n", "must not be empty"),
+    ("lr: 0.1\n", "experiment 'lr' must map params.yaml keys to values"),
+    ("[a, b]\n", "expected a mapping of experiment names"),
+])
+def test_a_malformed_set_names_what_is_wrong(tmp_path, text, words):
+    (tmp_path / "set.yaml").write_text(text)
+    with pytest.raises(ExperimentsError, match=words):
+        read_set(tmp_path / "set.yaml")
+
+
+def test_a_bad_key_or_value_names_the_experiment_before_anything_runs():
+    params = REPO / "params.yaml"
+    with pytest.raises(ExperimentsError, match=r"experiment 'typo': .*unknown key 'finetune.lrr'"):
+        check_set({"typo": {"finetune.lrr": 0.1}}, {}, params)
+    with pytest.raises(ExperimentsError, match=r"experiment 'grid-2': .*key 'finetune.lr': Input should be greater"):
+        check_set({"grid": {"finetune.lr": [1e-4, -1.0]}}, {}, params)
+    with pytest.raises(ExperimentsError, match=r"experiment 'head': .*imagenet-hotdog .*set pretrained to true"):
+        check_set({"head": {"scratch.head_init": "imagenet-hotdog"}}, {}, params)
+    with pytest.raises(ExperimentsError, match=r"unknown key 'train.epoch'"):
+        check_set({"ok": {"finetune.lr": 1e-4}}, {"train.epoch": 1}, params)
+
+
+def show_entry(rev: str, name: str | None, params: dict, evaluate: dict | None = None) -> dict:
+    metrics = {} if evaluate is None else {
+        str(PATHS.evaluation): {"data": evaluate},
+        **{str(PATHS.run_summary(run)): {"data": {"examples_per_sec_wall": 10.0 + i}}
+           for i, run in enumerate(("finetune", "scratch"))}}
+    return {"rev": rev, "name": name, "data": {"params": {"params.yaml": {"data": params}}, "metrics": metrics},
+            "error": None}
+
+
+def scores(acc: float) -> dict:
+    run = {"accuracy": acc, "balanced_accuracy": acc - 0.01, "roc_auc": 0.9, "loss": 0.3}
+    return {"finetune": run, "scratch": {**run, "accuracy": 0.5}}
+
+
+def test_the_comparison_from_dvc_exp_show():
+    base = {"train": {"epochs": 5, "image_size": 224}, "finetune": {"lr": 5e-5, "freeze_body": False}}
+    quick = {"train": {"epochs": 1, "image_size": 32}}
+    frozen = show_entry("b" * 40, "freeze-body", {**quick, "finetune": {"lr": 5e-5, "freeze_body": True}}, scores(0.8))
+    fast = show_entry("c" * 40, "lr-1", {**quick, "finetune": {"lr": 1e-4, "freeze_body": False}}, scores(0.7))
+    failed = {**show_entry("d" * 40, "broken", {**quick, "finetune": {"lr": 1.0, "freeze_body": False}}),
+              "error": {"msg": "stage finetune failed"}}
+    head = {**show_entry("a" * 40, "main", base), "experiments": [{"revs": [frozen]}, {"revs": [fast]},
+                                                                   {"revs": [failed]}]}
+    baseline, found = experiments_of([{**show_entry("workspace", None, base), "rev": "workspace"}, head])
+    assert baseline.name == "main" and [e.name for e in found] == ["freeze-body", "lr-1", "broken"]
+    shared, rows = comparison(baseline, found, PATHS)
+    assert shared == {"train.epochs": 1, "train.image_size": 32}  # said once, above the table
+    assert [r.name for r in rows] == ["broken", "freeze-body", "lr-1"]
+    header, body = table_rows(rows)
+    assert header[:4] == ["experiment", "params changed", "fine-tune test acc", "fine-tune balanced acc"]
+    assert body[1][:4] == ["freeze-body", "finetune.freeze_body=true", "0.800", "0.790"]
+    assert body[2][:3] == ["lr-1", "finetune.lr=0.0001", "0.700"] and body[2][6] == "10.0"
+    assert body[0][2] == "failed: stage finetune failed"
+    text = render_markdown(shared, rows, "experiments.png")
+    assert "`train.epochs=1`, `train.image_size=32`" in text and "| freeze-body |" in text
+    assert "dvc exp apply" in text and "](experiments.png)" in text
+
+
+def test_no_commit_is_a_clear_error():
+    with pytest.raises(ExperimentsError, match="commit the project first"):
+        experiments_of([{"rev": "workspace", "data": {}}])
+    assert isinstance(experiments_of([show_entry("a" * 40, "main", {})])[0], Experiment)
+
+
+# ---------------------------------------------------------------- the real dvc exp
+
+
+def hotdog_command(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "hotdog"), *args], cwd=project, env=ENV,
+                          capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_make_experiments_end_to_end(served, tmp_path):
+    project = make_project(tmp_path / "project", served)
+    sh(project, "dvc", "repro")
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "baseline")
+    (project / "set.yaml").write_text("freeze-body:\n  finetune.freeze_body: true\n"
+                                      "imagenet-hotdog-head:\n  finetune.head_init: imagenet-hotdog\n")
+    before = (project / "params.yaml").read_bytes()
+    bad = hotdog_command(project, "experiments", "run", "--file", "set.yaml", "-S", "train.epoch=1")
+    assert bad.returncode == 1 and "unknown key 'train.epoch'" in bad.stderr
+    assert "No experiment tasks in the queue" in sh(project, "dvc", "queue", "status")
+
+    run = hotdog_command(project, "experiments", "run", "--file", "set.yaml", "-S", "train.epochs=1")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "body frozen (fc only)" in run.stdout and "@hotdog-event" not in run.stdout
+    assert (project / "params.yaml").read_bytes() == before  # the workspace is left as it was
+    _, found = experiments_of(json.loads(sh(project, "dvc", "exp", "show", "--json")))
+    by_name = {e.name: e for e in found}
+    assert set(by_name) == {"freeze-body", "imagenet-hotdog-head"}
+    assert by_name["freeze-body"].params["finetune.freeze_body"] is True
+    assert by_name["imagenet-hotdog-head"].params["finetune.head_init"] == "imagenet-hotdog"
+    frozen = by_name["freeze-body"].metrics["metrics/evaluate.json"]
+    assert 0 <= frozen["finetune"]["balanced_accuracy"] <= 1 and frozen["finetune"]["majority_accuracy"] == 0.5
+    table = (project / "reports/experiments.md").read_text()
+    assert "| freeze-body | finetune.freeze_body=true |" in table and "| imagenet-hotdog-head |" in table
+    assert (project / "reports/experiments.png").stat().st_size > 10_000
+
+    sh(project, "dvc", "exp", "apply", "freeze-body")
+    assert "freeze_body: true" in (project / "params.yaml").read_text()
+    assert json.loads((project / "metrics/evaluate.json").read_text()) == frozen
