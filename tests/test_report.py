@@ -111,6 +111,7 @@ def built(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 # ---------------------------------------------------------------- the stage end to end
 
 
+@pytest.mark.slow  # a subprocess per stage run
 def test_stage_writes_report_and_figures(built):
     root, proc = built
     assert proc.returncode == 0, proc.stderr
@@ -126,12 +127,14 @@ def test_stage_writes_report_and_figures(built):
             assert img.format == "PNG" and img.width >= 300 and img.height >= 150
 
 
+@pytest.mark.slow  # a subprocess per stage run
 def test_stage_leaves_no_temporary_files(built):
     root, _ = built
     assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == []
     assert sorted(p.name for p in (root / "reports").iterdir()) == ["figures", "report.md"]
 
 
+@pytest.mark.slow  # a subprocess per stage run
 def test_stage_reports_missing_evaluation(tmp_path):
     root = make_pipeline(tmp_path)
     (root / "metrics/evaluate.json").unlink()
