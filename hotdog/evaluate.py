@@ -42,7 +42,7 @@ def per_class(counts: list[list[int]]) -> dict[str, dict]:
 
 def balanced_accuracy(classes: dict[str, dict]) -> float:
     """The mean recall over the classes the test split holds: 0.5 for a model that always
-    answers one class, whatever the split's balance."""
+    answers one class on a split of two, whatever their balance."""
     recalls = [c["recall"] for c in classes.values() if c["support"]]
     return sum(recalls) / len(recalls)
 

@@ -64,22 +64,40 @@ def check_entry(name: str, overrides: Any, where: Path | str) -> None:
     if len(grids) > 1 or any(not overrides[key] for key in grids):
         raise ExperimentsError(f"{where}: experiment {name!r}: at most one key may hold a list (a grid), "
                                "and it must not be empty; split it into several experiments")
+    values = [v for value in overrides.values() for v in (value if isinstance(value, list) else [value])]
+    if any(isinstance(v, (list, dict)) or (isinstance(v, str) and "," in v) for v in values):
+        raise ExperimentsError(f"{where}: experiment {name!r}: values must be plain numbers, booleans or "
+                               "strings without commas (DVC reads a comma as a grid)")
+
+
+def grid_key(overrides: dict[str, Any]) -> str | None:
+    """The key whose list makes the entry a grid; a one-value list is a plain value, as DVC
+    sees it (`-S key=x` is no sweep)."""
+    return next((k for k, v in overrides.items() if isinstance(v, list) and len(v) > 1), None)
 
 
 def runs_of(name: str, overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The experiments an entry runs, named as DVC names a grid's: name-1, name-2, ..."""
-    grid = next((key for key, value in overrides.items() if isinstance(value, list)), None)
+    plain = {k: v[0] if isinstance(v, list) else v for k, v in overrides.items()}
+    grid = grid_key(overrides)
     if grid is None:
-        return {name: overrides}
-    return {f"{name}-{i}": {**overrides, grid: value} for i, value in enumerate(overrides[grid], 1)}
+        return {name: plain}
+    return {f"{name}-{i}": {**plain, grid: value} for i, value in enumerate(overrides[grid], 1)}
 
 
 def check_set(experiments: dict[str, dict[str, Any]], sizes: dict[str, Any], params: Path = PARAMS_FILE) -> None:
     """Every run of the set, with `sizes` on top, makes valid params; else one error naming
     the experiment and the key. Nothing is queued until this passes."""
+    seen: set[str] = set()
     for name, overrides in experiments.items():
         check_entry(name, overrides, "experiments")
+        grid = grid_key(overrides)
+        if grid in sizes:
+            raise ExperimentsError(f"experiment {name!r} is a grid over {grid}; do not set {grid} for all")
         for run, values in runs_of(name, overrides).items():
+            if run in seen:
+                raise ExperimentsError(f"two experiments would both be named {run!r}; rename one entry")
+            seen.add(run)
             try:
                 check_overrides({**values, **sizes}, params)
             except ParamsError as err:
@@ -92,7 +110,7 @@ def dvc_value(value: Any) -> str:
         return ",".join(dvc_value(v) for v in value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return "null" if value is None else str(value)
 
 
 def queue_args(name: str, overrides: dict[str, Any], sizes: dict[str, Any]) -> list[str]:
@@ -101,6 +119,7 @@ def queue_args(name: str, overrides: dict[str, Any], sizes: dict[str, Any]) -> l
     it forces every stage to run again, download included."""
     args = ["exp", "run", "--queue", "-n", name]
     for key, value in {**overrides, **sizes}.items():
+        value = value[0] if isinstance(value, list) and len(value) == 1 else value
         args += ["-S", f"{key}={dvc_value(value)}"]
     return args
 
@@ -125,6 +144,12 @@ class Experiment(NamedTuple):
     params: dict[str, Any]  # flat: {"finetune.lr": 5e-05, ...}
     metrics: dict[str, dict]  # {metrics file: its data}
     error: str | None
+    state: str = "success"  # as dvc exp show says: queued, running, success or failed
+
+    @property
+    def done(self) -> bool:
+        """Whether DVC has finished with it, either way."""
+        return self.state in ("success", "failed")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -156,10 +181,14 @@ def experiments_of(exp_show: list[dict]) -> tuple[Experiment, list[Experiment]]:
     head = commits[0]
     found = []
     for group in head.get("experiments") or []:
+        # An experiment DVC is still running or has yet to run is listed too, with the
+        # baseline's files; only its state tells. One without an executor is a finished one.
+        state = (group.get("executor") or {}).get("state") or "success"
         for rev in group.get("revs") or []:
             entry = _entry(rev)
-            state = (group.get("executor") or {}).get("state")
-            found.append(entry._replace(error=entry.error or ("failed" if state == "failed" else None)))
+            if entry.error or state == "failed":
+                entry = entry._replace(error=entry.error or "failed", state="failed")
+            found.append(entry._replace(state=entry.state if entry.error else state))
     return _entry(head), found
 
 
@@ -170,7 +199,7 @@ def changed(params: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
 
 class Row(NamedTuple):
     name: str
-    params: dict[str, Any]  # what differs from the baseline, beyond what every row shares
+    params: dict[str, Any]  # what differs from the baseline
     results: dict[str, dict[str, float | None]]  # run -> acc, balanced, auc, loss, wall
     error: str | None
 
@@ -189,7 +218,7 @@ def comparison(baseline: Experiment, experiments: list[Experiment], paths: Paths
             results[run] = {"accuracy": m.get("accuracy"), "balanced_accuracy": m.get("balanced_accuracy"),
                             "roc_auc": m.get("roc_auc"), "loss": m.get("loss"),
                             "examples_per_sec_wall": s.get("examples_per_sec_wall")}
-        rows.append(Row(e.name, {k: v for k, v in diff.items() if k not in shared}, results, e.error))
+        rows.append(Row(e.name, diff, results, e.error))
     return shared, rows
 
 
@@ -201,13 +230,15 @@ COLUMNS = (("accuracy", "test acc", ".3f"), ("balanced_accuracy", "balanced acc"
            ("roc_auc", "ROC-AUC", ".3f"), ("loss", "loss", ".3f"), ("examples_per_sec_wall", "ex/s wall", ".1f"))
 
 
-def table_rows(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
-    """The comparison as a header and rows of text (for markdown and a Prefect table)."""
+def table_rows(rows: list[Row], omit: dict[str, Any] | None = None) -> tuple[list[str], list[list[str]]]:
+    """The comparison as a header and rows of text (for markdown and a Prefect table); the
+    params in `omit` (what every row shares, said once elsewhere) are left out of the rows."""
     header = ["experiment", "params changed"] + [f"{RUN_TITLES[run]} {title}" for run in RUNS
                                                  for _, title, _ in COLUMNS]
     out = []
     for row in rows:
-        params = ", ".join(f"{k}={dvc_value(v)}" for k, v in sorted(row.params.items())) or "(baseline params)"
+        params = ", ".join(f"{k}={dvc_value(v)}" for k, v in sorted(row.params.items())
+                           if k not in (omit or {})) or "(baseline params)"
         cells = [_cell(row.results[run][key], fmt) for run in RUNS for key, _, fmt in COLUMNS]
         if row.error:
             cells = [f"failed: {row.error}"] + [""] * (len(cells) - 1)
@@ -221,7 +252,7 @@ def _cell(value: float | None, fmt: str) -> str:
 
 def render_markdown(shared: dict[str, Any], rows: list[Row], figure: str) -> str:
     """reports/experiments.md: the table, what every experiment shares, and the figure."""
-    header, body = table_rows(rows)
+    header, body = table_rows(rows, omit=shared)
     lines = ["# Experiments: the chapter's exercises", "",
              "One row per DVC experiment of the current commit (`dvc exp show` lists the same); "
              "test metrics from each experiment's evaluate stage. Bring one into the workspace "
@@ -286,8 +317,7 @@ def write_comparison(cwd: Path, names: set[str] | None = None) -> tuple[list[str
     if given), each file written atomically; returns the table (header, rows)."""
     paths = read_params(cwd / PARAMS_FILE).paths
     baseline, found = experiments_of(exp_show(cwd))
-    if names is not None:
-        found = [e for e in found if e.name in names]
+    found = [e for e in found if e.done and (names is None or e.name in names)]
     if not found:
         raise ExperimentsError("no experiments of the current commit to compare; run `make experiments` first")
     shared, rows = comparison(baseline, found, paths)
@@ -303,34 +333,44 @@ def queue_and_run(cwd: Path, experiments: dict[str, dict[str, Any]], sizes: dict
                   on_line: Callable[[str], None]) -> tuple[set[str], bool]:
     """Check the set, queue each entry, then run the queue: (the experiments' names, whether
     all of them succeeded). Earlier experiments of the same names (of this commit) are
-    replaced. A set that fails its check or a queue that dvc refuses is an ExperimentsError,
-    before anything runs."""
+    replaced. A set that fails its check is an ExperimentsError before anything changes; a
+    queue that dvc refuses takes back what this call queued."""
     check_set(experiments, sizes, cwd / PARAMS_FILE)
     names = {run for name, overrides in experiments.items() for run in runs_of(name, overrides)}
+    # DVC refuses to queue a name it has, and `-f` would also force every stage to run.
     again = sorted(names & {e.name for e in experiments_of(exp_show(cwd))[1]})
     if again and stream_dvc(["exp", "remove", *again], cwd, on_line) != 0:
         raise ExperimentsError(f"dvc could not remove the earlier experiments {', '.join(again)}")
+    queued: list[str] = []
     for name, overrides in experiments.items():
         if stream_dvc(queue_args(name, overrides, sizes), cwd, on_line) != 0:
-            raise ExperimentsError(f"dvc could not queue experiment {name!r}; its message is above")
-    ok = stream_dvc(RUN_ALL, cwd, on_line) == 0
-    wait_for(cwd, names)
-    return names, ok
+            if queued:
+                stream_dvc(["queue", "remove", *queued], cwd, on_line)
+            raise ExperimentsError(f"dvc could not queue experiment {name!r}; its message is above, "
+                                   "and nothing of this set is left in the queue")
+        queued += list(runs_of(name, overrides))
+    stream_dvc(RUN_ALL, cwd, on_line)  # exits 0 even when an experiment fails: the states tell
+    finished = wait_for(cwd, names)
+    return names, all(e.state == "success" for e in finished)
 
 
 FAILED = ("some experiments failed (dvc exp run --run-all): their rows in the comparison say so, "
           "their output is above, and `dvc queue logs <name>` shows it again")
 
 
-def wait_for(cwd: Path, names: set[str], timeout: float = COLLECT_TIMEOUT) -> None:
-    """Until `dvc exp show` lists every experiment in `names`: --run-all can return while
-    DVC still collects the last result (treeverse/dvc#8403)."""
+def wait_for(cwd: Path, names: set[str], timeout: float = COLLECT_TIMEOUT) -> list[Experiment]:
+    """The experiments in `names` once DVC has finished with each: --run-all can return while
+    DVC still collects the last result (treeverse/dvc#8403), and `dvc exp show` lists queued
+    and running ones too."""
     deadline = time.monotonic() + timeout
-    while not names <= {e.name for e in experiments_of(exp_show(cwd))[1]}:
+    while True:
+        found = [e for e in experiments_of(exp_show(cwd))[1] if e.name in names]
+        waiting = sorted(names - {e.name for e in found if e.done})
+        if not waiting:
+            return found
         if time.monotonic() > deadline:
-            missing = sorted(names - {e.name for e in experiments_of(exp_show(cwd))[1]})
-            raise ExperimentsError(f"dvc exp show still lacks {', '.join(missing)} after {timeout:.0f} s; "
-                                   "see `dvc queue status`")
+            raise ExperimentsError(f"DVC has not finished {', '.join(waiting)} {timeout:.0f} s after "
+                                   "`dvc exp run --run-all` returned; see `dvc queue status`")
         time.sleep(1)
 
 

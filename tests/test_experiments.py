@@ -111,7 +111,9 @@ def test_the_comparison_from_dvc_exp_show():
     shared, rows = comparison(baseline, found, PATHS)
     assert shared == {"train.epochs": 1, "train.image_size": 32}  # said once, above the table
     assert [r.name for r in rows] == ["broken", "freeze-body", "lr-1"]
-    header, body = table_rows(rows)
+    header, body = table_rows(rows)  # as the Prefect artifact shows it: every change in its row
+    assert body[1][1] == "finetune.freeze_body=true, train.epochs=1, train.image_size=32"
+    header, body = table_rows(rows, omit=shared)  # as the markdown shows it, shared ones said once
     assert header[:4] == ["experiment", "params changed", "fine-tune test acc", "fine-tune balanced acc"]
     assert body[1][:4] == ["freeze-body", "finetune.freeze_body=true", "0.800", "0.790"]
     assert body[2][:3] == ["lr-1", "finetune.lr=0.0001", "0.700"] and body[2][6] == "10.0"
@@ -141,28 +143,61 @@ def test_make_experiments_end_to_end(served, tmp_path):
     sh(project, "dvc", "repro")
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "baseline")
+    # freeze-body, a grid (named as DVC names it), and one whose manifest stage fails: the
+    # synthetic data holds a corrupt image per split, more than a fraction of 0 allows.
     (project / "set.yaml").write_text("freeze-body:\n  finetune.freeze_body: true\n"
-                                      "imagenet-hotdog-head:\n  finetune.head_init: imagenet-hotdog\n")
+                                      "lr:\n  finetune.lr: [1.0e-4, 2.0e-4]\n"
+                                      "strict:\n  manifest.max_reject_fraction: 0.0\n")
     before = (project / "params.yaml").read_bytes()
     bad = hotdog_command(project, "experiments", "run", "--file", "set.yaml", "-S", "train.epoch=1")
     assert bad.returncode == 1 and "unknown key 'train.epoch'" in bad.stderr
     assert "No experiment tasks in the queue" in sh(project, "dvc", "queue", "status")
 
     run = hotdog_command(project, "experiments", "run", "--file", "set.yaml", "-S", "train.epochs=1")
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.returncode == 1 and "error: experiments: some experiments failed" in run.stderr
     assert "body frozen (fc only)" in run.stdout and "@hotdog-event" not in run.stdout
     assert (project / "params.yaml").read_bytes() == before  # the workspace is left as it was
     _, found = experiments_of(json.loads(sh(project, "dvc", "exp", "show", "--json")))
     by_name = {e.name: e for e in found}
-    assert set(by_name) == {"freeze-body", "imagenet-hotdog-head"}
+    assert set(by_name) == {"freeze-body", "lr-1", "lr-2", "strict"}
+    assert {n: e.state for n, e in by_name.items()} == {"freeze-body": "success", "lr-1": "success",
+                                                         "lr-2": "success", "strict": "failed"}
     assert by_name["freeze-body"].params["finetune.freeze_body"] is True
-    assert by_name["imagenet-hotdog-head"].params["finetune.head_init"] == "imagenet-hotdog"
+    assert (by_name["lr-1"].params["finetune.lr"], by_name["lr-2"].params["finetune.lr"]) == (1e-4, 2e-4)
     frozen = by_name["freeze-body"].metrics["metrics/evaluate.json"]
     assert 0 <= frozen["finetune"]["balanced_accuracy"] <= 1 and frozen["finetune"]["majority_accuracy"] == 0.5
     table = (project / "reports/experiments.md").read_text()
-    assert "| freeze-body | finetune.freeze_body=true |" in table and "| imagenet-hotdog-head |" in table
+    assert "| freeze-body | finetune.freeze_body=true |" in table and "| lr-2 | finetune.lr=0.0002 |" in table
+    assert "| strict | manifest.max_reject_fraction=0.0 | failed" in table
     assert (project / "reports/experiments.png").stat().st_size > 10_000
 
     sh(project, "dvc", "exp", "apply", "freeze-body")
     assert "freeze_body: true" in (project / "params.yaml").read_text()
     assert json.loads((project / "metrics/evaluate.json").read_text()) == frozen
+
+
+def test_a_one_value_list_is_no_grid_and_names_must_not_clash():
+    assert runs_of("lr", {"finetune.lr": [1e-4]}) == {"lr": {"finetune.lr": 1e-4}}
+    assert queue_args("lr", {"finetune.lr": [1e-4]}, {}) == ["exp", "run", "--queue", "-n", "lr",
+                                                             "-S", "finetune.lr=0.0001"]
+    params = REPO / "params.yaml"
+    with pytest.raises(ExperimentsError, match=r"two experiments would both be named 'a-1'"):
+        check_set({"a": {"finetune.lr": [1e-4, 1e-3]}, "a-1": {"scratch.lr": 1e-4}}, {}, params)
+    with pytest.raises(ExperimentsError, match=r"'lr' is a grid over finetune.lr; do not set finetune.lr for all"):
+        check_set({"lr": {"finetune.lr": [1e-4, 1e-3]}}, {"finetune.lr": 1e-4}, params)
+    with pytest.raises(ExperimentsError, match="strings without commas"):
+        check_set({"odd": {"data.url": "a,b"}}, {}, params)
+
+
+def test_only_finished_experiments_are_compared():
+    def group(name: str, state: str | None) -> dict:
+        return {"revs": [show_entry(name[0] * 40, name, {}, scores(0.6))],
+                "executor": None if state is None else {"state": state}}
+    head = {**show_entry("a" * 40, "main", {}),
+            "experiments": [group("old", None), group("run", "running"), group("wait", "queued"),
+                            group("bad", "failed"), group("new", "success")]}
+    _, found = experiments_of([head])
+    assert {e.name: (e.state, e.done) for e in found} == {
+        "old": ("success", True), "run": ("running", False), "wait": ("queued", False),
+        "bad": ("failed", True), "new": ("success", True)}
+    assert next(e for e in found if e.name == "bad").error == "failed"
