@@ -86,7 +86,7 @@ def test_the_label_order_is_imagefolders():
 
 
 def test_imagenet_hotdog_head_refuses_a_classifier_that_is_not_imagenets():
-    state = {k: v for k, v in build_model(None, "default").state_dict().items()}
+    state = build_model(None, "default").state_dict()
     model = resnet18(weights=None, num_classes=10)
     with pytest.raises(StageError, match=r"not a torchvision ResNet-18 state dict"):
         build_model(model.state_dict(), "imagenet-hotdog")
