@@ -84,6 +84,11 @@ class RuntimeParams(Section):
     to DVC, so changing one re-runs nothing."""
 
     num_workers: int = Field(ge=0)
+    # A killed training stage continues from its last finished epoch (hotdog.resume); the
+    # final outputs equal an uninterrupted run's, which tests/test_resume.py shows.
+    resume: bool
+    # The download stage refuses an archive that says it unpacks to more than this.
+    max_unpacked_gib: float = Field(gt=0.0)
 
 
 class RunParams(Section):
@@ -112,6 +117,8 @@ class Paths(Section):
     models: Path
     metrics: Path
     reports: Path
+    # Working state that is no DVC output: resumable training states and the run lock.
+    state: Path
 
     def under(self, root: Path) -> Paths:
         """These paths, relative ones taken from `root` instead of the current directory."""
@@ -164,6 +171,14 @@ class Paths(Section):
     @property
     def experiments_figure(self) -> Path:
         return self.reports / "experiments.png"
+
+    @property
+    def resume_states(self) -> Path:
+        return self.state / "resume"
+
+    @property
+    def run_lock(self) -> Path:
+        return self.state / "run.json"
 
 
 class Params(Section):
