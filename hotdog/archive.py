@@ -1,5 +1,6 @@
 """Unpacking the hotdog archive: only train/ and test/, never outside the target folder,
-with the layout checked before the folder appears under its name."""
+never more than a size limit or the free disk space, with the layout checked before the
+folder appears under its name."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from hotdog.errors import StageError
-from hotdog.files import atomic_path
+from hotdog.files import atomic_path, size_text
 from hotdog.params import CLASSES, SPLITS
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -69,22 +70,46 @@ def check_layout(root: Path, where: Path) -> None:
             raise StageError(f"{where}: {problem}; check data.url in params.yaml")
 
 
-def extract(zip_path: Path, dest: Path) -> None:
-    """Extract the archive's train/ and test/ into `dest`, atomically, after checking it."""
+def check_size(members: list[zipfile.ZipInfo], where: Path, dest: Path, max_bytes: int) -> None:
+    """Refuse, before anything is written, an archive whose members say they unpack to more
+    than `max_bytes` or than the free space where `dest` will be."""
+    # The sizes come from the central directory. They bound what extraction can write:
+    # zipfile's ZipExtFile stops at a member's declared file_size and then checks its CRC,
+    # so a member that holds more than it declares fails as corrupt instead of filling the disk.
+    declared = sum(info.file_size for info in members if not info.is_dir())
+    if declared > max_bytes:
+        raise StageError(f"{where}: its files would unpack to {size_text(declared)}, more than the "
+                         f"{size_text(max_bytes)} that runtime.max_unpacked_gib allows (a zip bomb?); "
+                         f"check data.url, or raise runtime.max_unpacked_gib in params.yaml")
+    folder = next(p for p in [dest, *dest.parents] if p.exists())  # dest itself may not exist yet
+    free = shutil.disk_usage(folder).free
+    if declared > free:
+        raise StageError(f"{where}: its files would unpack to {size_text(declared)}, more than the "
+                         f"{size_text(free)} free on {folder}; free some disk space, or check data.url "
+                         f"in params.yaml")
+
+
+def extract(zip_path: Path, dest: Path, max_bytes: int) -> int:
+    """Extract the archive's train/ and test/ into `dest`, atomically, after checking it.
+    Returns the number of files extracted."""
     try:
         with zipfile.ZipFile(zip_path) as archive:
             members = safe_members(archive, zip_path)  # before anything is written
             prefix = find_root([m.filename for m in members], zip_path)
             wanted = tuple(f"{prefix}{split}/" for split in SPLITS)  # anything else is dropped
+            members = [m for m in members if m.filename.startswith(wanted)]
+            check_size(members, zip_path, Path(dest), max_bytes)
             with atomic_path(dest) as tmp:
                 tmp.mkdir()
                 for info in members:
-                    if info.filename.startswith(wanted):
-                        _extract_member(archive, info, tmp / info.filename[len(prefix):])
+                    _extract_member(archive, info, tmp / info.filename[len(prefix):])
                 check_layout(tmp, zip_path)
     except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-        raise StageError(f"{zip_path}: corrupt zip archive ({err}); delete it and re-run, "
-                         f"or check data.url in params.yaml") from None
+        raise StageError(f"{zip_path}: corrupt zip archive ({err}); check data.url and data.sha1 "
+                         f"in params.yaml") from None
+    files = sum(1 for m in members if not m.is_dir())
+    print(f"extracted {files:,} files into {dest}", flush=True)
+    return files
 
 
 def _extract_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:

@@ -1,7 +1,8 @@
 """Fetch a URL (http, https, file) or a local path to a file, verifying its digest.
 
 Shared by the download and weights stages; it has no stage of its own. Downloads
-resume and retry; nothing appears under the final name until the digest matches.
+resume and retry; nothing appears under the final name until the digest matches. Progress
+is a bar on a terminal and plain lines in a log.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from urllib.request import Request, url2pathname, urlopen
 from tqdm import tqdm
 
 from hotdog.errors import TRANSIENT_EXIT, StageError
+from hotdog.files import cannot_write, no_room, size_text
 
 # Module constants rather than arguments so that tests can shrink them with monkeypatch.
 ATTEMPTS = 5
@@ -29,6 +31,8 @@ BASE_DELAY = 1.0  # seconds before the 2nd attempt; doubles for each one after
 TIMEOUT = 30.0  # seconds a socket may stay silent
 CHUNK = 1 << 16
 MIN_PREFIX = 8  # hex digits; torchvision file names carry the first 8 of the SHA-256
+UNSIZED_STEP = 10 << 20  # bytes between log lines when the server sends no Content-Length
+SNIFF = 512  # bytes read to tell an HTML page from the file
 USER_AGENT = "hotdog-pipeline/0.1 (python-urllib)"
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -73,23 +77,52 @@ def fetch(
     try:
         if _is_local(source):
             _copy_local(_local_path(source), part, hints)
+            labelled_html = False
         else:
-            _download(_http_url(source, hints), part, hints)
-        actual = hash_file(part, algorithm)
-        if not actual.startswith(expected):
-            raise DigestMismatch(
-                f"{source}: {algorithm} mismatch: expected {expected}, got {actual}; "
-                f"check {hints.url}, or if the file changed on purpose set {hints.digest} "
-                f"to {actual}"
-            )
+            labelled_html = _download(_http_url(source, hints), part, hints)
+        _verify(source, part, algorithm, expected, hints, labelled_html)
         if check is not None:
             check(part)
         os.replace(part, dest)
     except OSError as err:  # local disk trouble; network errors were mapped already
+        reason = no_room(err)
+        if reason is not None:
+            raise FetchError(cannot_write(dest, reason)) from None
         raise FetchError(f"{source} -> {dest}: {err}; check free space and permissions") from err
     finally:
         part.unlink(missing_ok=True)
     return dest
+
+
+def _verify(source: str, part: Path, algorithm: str, expected: str, hints: _Hints,
+            labelled_html: bool) -> None:
+    """Check the fetched bytes: not empty, not an HTML page, and with the expected digest."""
+    local = _is_local(source)
+    # Both before the digest, whose mismatch message would advise adopting the wrong file.
+    if part.stat().st_size == 0:
+        raise SourceError(f"{source}: the {'file' if local else 'download'} is empty (0 bytes); "
+                          f"check {hints.url}")
+    actual = hash_file(part, algorithm)
+    # The body decides; a text/html label alone only explains a mismatch, since a
+    # misconfigured server may label the right file so.
+    if looks_like_html(part) or (labelled_html and not actual.startswith(expected)):
+        what = "the file is an HTML page (a saved login or error page?)" if local else \
+            "the server sent an HTML page, not the file (a login or error page?)"
+        raise SourceError(f"{source}: {what}; check {hints.url}")
+    if not actual.startswith(expected):
+        raise DigestMismatch(
+            f"{source}: {algorithm} mismatch: expected {expected}, got {actual}; "
+            f"check {hints.url}, or if the file changed on purpose set {hints.digest} "
+            f"to {actual}"
+        )
+    print(f"{_display_name(part)}: {algorithm} {actual} verified", flush=True)
+
+
+def looks_like_html(path: Path) -> bool:
+    """Whether a file starts like an HTML page (after any whitespace or byte-order mark)."""
+    with Path(path).open("rb") as f:
+        head = f.read(SNIFF).lstrip(b"\xef\xbb\xbf \t\r\n\f").lower()
+    return head.startswith((b"<!doctype html", b"<html"))
 
 
 def hash_file(path: Path, algorithm: str) -> str:
@@ -147,18 +180,18 @@ def _copy_local(path: Path, part: Path, hints: _Hints) -> None:
     except OSError as err:
         raise SourceError(f"{path}: cannot read local file ({err.strerror}); "
                           f"check {hints.url}") from None
-    with src, part.open("wb") as out, _progress(part, path.stat().st_size, 0) as bar:
+    with src, part.open("wb") as out, _Progress(part, str(path), path.stat().st_size, 0) as bar:
         _copy(src.read, out, bar)
 
 
-def _download(url: str, part: Path, hints: _Hints) -> None:
-    """Download with retries and exponential backoff, resuming where the last attempt stopped."""
+def _download(url: str, part: Path, hints: _Hints) -> bool:
+    """Download with retries and exponential backoff, resuming where the last attempt stopped.
+    Returns whether the server labelled the body text/html."""
     part.write_bytes(b"")  # a stale .part from a killed run may not match today's file
     last: _Transient | None = None
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            _download_once(url, part, hints)
-            return
+            return _download_once(url, part, hints)
         except _Transient as err:
             last = err
         if attempt < ATTEMPTS:
@@ -170,7 +203,7 @@ def _download(url: str, part: Path, hints: _Hints) -> None:
                         f"check the network and {hints.url}, then re-run")
 
 
-def _download_once(url: str, part: Path, hints: _Hints) -> None:
+def _download_once(url: str, part: Path, hints: _Hints) -> bool:
     have = part.stat().st_size
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if have:
@@ -181,13 +214,15 @@ def _download_once(url: str, part: Path, hints: _Hints) -> None:
         length = response.headers.get("Content-Length")
         length = int(length) if length and length.isdigit() else None
         total = None if length is None else offset + length
-        with part.open("r+b") as out, _progress(part, total, offset) as bar:
+        labelled_html = response.headers.get_content_type() == "text/html"
+        with part.open("r+b") as out, _Progress(part, url, total, offset) as bar:
             out.truncate(offset)  # 200: start over; 206: append after the bytes we have
             out.seek(offset)
             got = _copy(_network_read(response), out, bar)
     if length is not None and got < length:
         # http.client's read() returns b"" quietly when the connection drops early.
         raise _Transient(f"connection dropped after {offset + got} of {total} bytes")
+    return labelled_html
 
 
 def _open(request: Request, url: str, hints: _Hints, part: Path) -> http.client.HTTPResponse:
@@ -230,7 +265,7 @@ def _network_read(response: http.client.HTTPResponse) -> Callable[[int], bytes]:
     return read
 
 
-def _copy(read: Callable[[int], bytes], out: BinaryIO, bar: tqdm) -> int:
+def _copy(read: Callable[[int], bytes], out: BinaryIO, bar: _Progress) -> int:
     copied = 0
     while chunk := read(CHUNK):
         out.write(chunk)
@@ -239,8 +274,46 @@ def _copy(read: Callable[[int], bytes], out: BinaryIO, bar: tqdm) -> int:
     return copied
 
 
-def _progress(part: Path, total: int | None, initial: int) -> tqdm:
-    name = part.name.removeprefix(".").removesuffix(".part")
-    # disable=None: a bar on a terminal (dvc repro passes stderr through), quiet in logs.
-    return tqdm(total=total, initial=initial, desc=name, unit="B", unit_scale=True,
-                unit_divisor=1024, disable=None, file=sys.stderr, leave=False)
+def _display_name(part: Path) -> str:
+    return part.name.removeprefix(".").removesuffix(".part")
+
+
+class _Progress:
+    """One transfer's progress: tqdm's bar on a terminal (dvc repro passes stderr through);
+    in a log, like training's batches, a line with the size at the start and one per tenth."""
+
+    def __init__(self, part: Path, source: str, total: int | None, initial: int) -> None:
+        self.name, self.total, self.done = _display_name(part), total, initial
+        self.bar = None
+        if sys.stderr.isatty():
+            self.bar = tqdm(total=total, initial=initial, desc=self.name, unit="B", unit_scale=True,
+                            unit_divisor=1024, file=sys.stderr, leave=False)
+            return
+        self.mark = self._mark()
+        size = "size unknown" if total is None else size_text(total)
+        start = f"resuming at {size_text(initial)} of {size}" if initial else f"fetching {size}"
+        print(f"{self.name}: {start} from {source}", flush=True)
+
+    def _mark(self) -> int:
+        """Tenths done (or UNSIZED_STEPs without a total): a line is due when it grows."""
+        if self.total is None:
+            return self.done // UNSIZED_STEP
+        return self.done * 10 // self.total if self.total else 10
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        mark = self._mark()
+        if mark > self.mark:
+            self.mark = mark
+            of = "" if self.total is None else f" of {size_text(self.total)} ({self.done * 100 // self.total}%)"
+            print(f"{self.name}: {size_text(self.done)}{of}", flush=True)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()

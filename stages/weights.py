@@ -1,6 +1,6 @@
 """DVC stage `weights`: fetch the ImageNet ResNet-18 weights (params `weights`), verify
-their SHA-256 and check they load with weights_only=True. Writes paths.weights.
-Run from the repo root: python -m stages.weights
+their SHA-256, and check they load with weights_only=True and hold ResNet-18's keys and
+shapes. Writes paths.weights. Run from the repo root: python -m stages.weights
 """
 
 from __future__ import annotations

@@ -30,9 +30,14 @@ class Seen:
 
 
 @contextmanager
-def serve_directory(root: Path, *, log: list[Seen] | None = None) -> Iterator[str]:
-    """Serve files under `root`, honouring `Range: bytes=N-` with 206; yield the base URL."""
-    with _serve(root, log, ranges=True) as url:
+def serve_directory(
+    root: Path, *, log: list[Seen] | None = None, content_type: str = "application/octet-stream"
+) -> Iterator[str]:
+    """Serve files under `root`, honouring `Range: bytes=N-` with 206; yield the base URL.
+
+    Every file goes out labelled `content_type`: "text/html" plays a server that answers
+    a file's URL with a login or error page."""
+    with _serve(root, log, ranges=True, content_type=content_type) as url:
         yield url
 
 
@@ -65,11 +70,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, root: Path, log: list[Seen] | None, ranges: bool,
-                 truncate: int | None, unavailable: int) -> None:
+                 truncate: int | None, unavailable: int, content_type: str) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)  # port 0: the OS picks a free one
         self.root = Path(root).resolve()
         self.log = log if log is not None else []
         self.ranges, self.truncate, self.unavailable = ranges, truncate, unavailable
+        self.content_type = content_type
         self.count = 0
         self.lock = threading.Lock()
 
@@ -105,7 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(206 if match else 200)
         if match:
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Type", server.content_type)
         self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
         self.wfile.write(body[start:end])
@@ -124,8 +130,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def _serve(root: Path, log: list[Seen] | None, *, ranges: bool, truncate: int | None = 0,
-           unavailable: int = 0) -> Iterator[str]:
-    server = _Server(root, log, ranges, truncate, unavailable)
+           unavailable: int = 0, content_type: str = "application/octet-stream") -> Iterator[str]:
+    server = _Server(root, log, ranges, truncate, unavailable, content_type)
     # A short poll interval: shutdown() waits up to one interval for the loop to notice.
     thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()

@@ -55,6 +55,20 @@ def write_zip(dest: Path, files: dict[str, bytes]) -> str:
     return hashlib.sha1(dest.read_bytes()).hexdigest()
 
 
+def write_zip_declaring(dest: Path, files: dict[str, bytes], sizes: dict[str, int]) -> str:
+    """Zip `files`, with the central directory declaring `sizes` (bytes unpacked) for some of
+    them: a zip bomb's claim without its bytes. Returns the archive's SHA-1."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(dest, "w") as zf:
+        for name in sorted(files):
+            zf.writestr(name, files[name])
+        # close() writes the central directory from these records (with a zip64 extra
+        # field past 4 GiB), and zipfile reads sizes from there.
+        for info in zf.infolist():
+            info.file_size = sizes.get(info.filename, info.file_size)
+    return hashlib.sha1(dest.read_bytes()).hexdigest()
+
+
 def write_tree(root: Path, files: dict[str, bytes]) -> Path:
     """Write `files` under root and return root/'hotdog' (an extracted data set)."""
     for name, data in files.items():

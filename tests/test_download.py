@@ -15,6 +15,7 @@ import torch
 import torchvision
 from ruamel.yaml import YAML
 from servers import serve_directory
+from synthetic import write_zip_declaring
 
 from hotdog import checkpoint, fetch
 from hotdog.archive import extract
@@ -24,6 +25,7 @@ from stages import weights
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = {f"{split}/{cls}/{i}.png": b"png" for split in SPLITS for cls in CLASSES for i in (0, 1)}
+LIMIT = 1 << 30  # max_bytes for extract(): far above what these archives hold
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +55,12 @@ def files_under(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
+def written(work: Path) -> list[str]:
+    """What a stage run in `work` left there, besides params.yaml and the working state
+    under paths.state (the run lock), which is no output."""
+    return [f for f in files_under(work) if f != "params.yaml" and not f.startswith(".hotdog/")]
+
+
 # --- extraction ---------------------------------------------------------------------
 
 
@@ -61,7 +69,7 @@ def test_unsafe_members_are_refused_before_writing(tmp_path: Path, evil: str) ->
     archive = make_zip(tmp_path / "raw" / "hotdog.zip", {**GOOD, evil: b"boom"})
     images = tmp_path / "data" / "hotdog"
     with pytest.raises(StageError) as err:
-        extract(archive, images)
+        extract(archive, images, LIMIT)
     assert repr(evil) in str(err.value) and str(archive) in str(err.value)
     assert not (tmp_path / "evil").exists() and not (tmp_path / "data" / "evil").exists()
     assert not images.parent.exists() or list(images.parent.iterdir()) == []
@@ -72,7 +80,7 @@ def test_a_missing_class_folder_is_named(tmp_path: Path) -> None:
     archive = make_zip(tmp_path / "hotdog.zip", members)
     images = tmp_path / "data" / "hotdog"
     with pytest.raises(StageError) as err:
-        extract(archive, images)
+        extract(archive, images, LIMIT)
     assert "missing folder test/not-hotdog/" in str(err.value)
     assert str(archive) in str(err.value)
     assert list(images.parent.iterdir()) == []  # no images folder, no temp folder
@@ -82,7 +90,7 @@ def test_an_empty_class_folder_is_refused(tmp_path: Path) -> None:
     members = {k: v for k, v in GOOD.items() if not k.startswith("train/hotdog/")}
     archive = make_zip(tmp_path / "hotdog.zip", {**members, "train/hotdog/": b""})
     with pytest.raises(StageError, match="train/hotdog/ is empty"):
-        extract(archive, tmp_path / "images")
+        extract(archive, tmp_path / "images", LIMIT)
     assert not (tmp_path / "images").exists()
 
 
@@ -91,7 +99,7 @@ def test_a_top_folder_becomes_the_images_folder(tmp_path: Path) -> None:
     junk = {"__MACOSX/hotdog/train/._0.png": b"x", "hotdog/train/hotdog/.DS_Store": b"x"}
     archive = make_zip(tmp_path / "hotdog.zip", {"hotdog/": b"", **members, **junk})
     images = tmp_path / "data" / "hotdog"
-    extract(archive, images)
+    extract(archive, images, LIMIT)
     assert files_under(images) == sorted(GOOD)
     assert (images / "train" / "hotdog" / "0.png").read_bytes() == b"png"
     assert sorted(p.name for p in images.parent.iterdir()) == ["hotdog"]
@@ -102,21 +110,21 @@ def test_splits_at_the_archive_root_work_too(tmp_path: Path) -> None:
     images = tmp_path / "images"
     images.mkdir()
     (images / "stale.png").write_bytes(b"old")  # a previous extraction is replaced
-    extract(archive, images)
+    extract(archive, images, LIMIT)
     assert files_under(images) == sorted(GOOD)
 
 
 def test_an_archive_without_splits_is_refused(tmp_path: Path) -> None:
     archive = make_zip(tmp_path / "hotdog.zip", {"photos/a.png": b"x", "other/b.png": b"y"})
     with pytest.raises(StageError, match=r"expected train and test .*\['other', 'photos'\]"):
-        extract(archive, tmp_path / "images")
+        extract(archive, tmp_path / "images", LIMIT)
 
 
 def test_a_corrupt_zip_is_a_clear_error(tmp_path: Path) -> None:
     archive = tmp_path / "hotdog.zip"
     archive.write_bytes(b"PK\x03\x04 this is not really a zip" * 10)
     with pytest.raises(StageError, match="corrupt zip archive"):
-        extract(archive, tmp_path / "images")
+        extract(archive, tmp_path / "images", LIMIT)
     assert not (tmp_path / "images").exists()
 
 
@@ -159,7 +167,7 @@ def test_download_stage_reports_a_sha1_mismatch(tmp_path: Path, hotdog_zip: Path
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"error: download: {url}/hotdog.zip: sha1 mismatch")
     assert wrong in lines[0] and hashlib.sha1(hotdog_zip.read_bytes()).hexdigest() in lines[0]
-    assert files_under(work) == ["params.yaml"]
+    assert written(work) == []
 
 
 # --- the weights stage ----------------------------------------------------------------
@@ -194,33 +202,42 @@ def test_weights_stage_verifies_a_prefix_and_loads(tmp_path: Path, run_weights_s
     assert torch.equal(loaded["fc.weight"], state["fc.weight"])
 
 
-@pytest.mark.parametrize(
-    "content, problem",
-    [
-        ({"fc.weight": torch.zeros(2, 2)}, "without conv1.weight"),
-        ([torch.zeros(1)], "holds a list"),
-        ({"conv1.weight": torch.zeros(1), "fc.weight": "x"}, "not every value is a tensor"),
-        (b"not a torch file at all", "cannot be loaded"),
-    ],
-)
-def test_weights_stage_refuses_what_is_not_a_resnet_state_dict(
-    tmp_path: Path, run_weights_stage, content: object, problem: str
-) -> None:
-    served = tmp_path / "www" / "weights.pth"
-    served.parent.mkdir()
-    if isinstance(content, bytes):
-        served.write_bytes(content)
-    else:
-        torch.save(content, served)
-    sha256 = hashlib.sha256(served.read_bytes()).hexdigest()
-    with pytest.raises(StageError) as err:
-        run_weights_stage(served, sha256)
-    message = str(err.value)
-    assert problem in message and "weights.url" in message and "\n" not in message
-    assert not (tmp_path / "work" / "data" / "weights").exists() or not any(
-        (tmp_path / "work" / "data" / "weights").iterdir()
-    )
-
-
 def test_check_state_dict_accepts_a_resnet() -> None:
     checkpoint.check_state_dict(torchvision.models.resnet18(weights=None).state_dict(), "x")
+
+
+def test_check_state_dict_names_a_few_keys_and_counts_the_rest() -> None:
+    # tests/test_bad_inputs.py runs the weights stage on each kind of mismatch; this is the count.
+    with pytest.raises(StageError) as err:
+        checkpoint.check_state_dict({"fc.weight": torch.zeros(2, 2), "x": torch.zeros(1)}, "w.pth")
+    assert str(err.value) == (
+        "w.pth: the file is not ImageNet ResNet-18 weights: 101 keys missing (conv1.weight, bn1.weight, bn1.bias, "
+        "and 98 more), 1 misshapen (fc.weight: expected 1000x512, got 2x2), 1 unexpected (x); "
+        "check weights.url in params.yaml")
+
+
+def test_the_expected_shapes_are_resnet18s() -> None:
+    shapes = checkpoint.resnet18_shapes()  # built on the meta device
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    assert shapes == {k: tuple(v.shape) for k, v in state.items()}
+
+
+# --- declared sizes -------------------------------------------------------------------
+
+
+def test_an_archive_over_the_limit_is_refused_before_writing(tmp_path: Path) -> None:
+    archive = make_zip(tmp_path / "hotdog.zip", GOOD)
+    images = tmp_path / "data" / "hotdog"
+    limit = sum(len(v) for v in GOOD.values()) - 1
+    with pytest.raises(StageError, match=f"unpack to 24 B, more than the {limit} B that runtime.max_unpacked_gib"):
+        extract(archive, images, limit)
+    assert not images.parent.exists()
+    extract(archive, images, limit + 1)  # exactly the limit is fine
+    assert files_under(images) == sorted(GOOD)
+
+
+def test_only_the_members_extracted_count_toward_the_limit(tmp_path: Path) -> None:
+    archive = tmp_path / "hotdog.zip"
+    write_zip_declaring(archive, {**GOOD, "extras/huge.bin": b"x"}, {"extras/huge.bin": 1 << 50})
+    extract(archive, tmp_path / "images", LIMIT)  # extras/ is dropped, so its claim does not matter
+    assert files_under(tmp_path / "images") == sorted(GOOD)

@@ -203,3 +203,28 @@ def test_an_existing_output_is_replaced(served: Path, dest: Path) -> None:
     dest.write_bytes(b"old")
     fetch(str(served / "blob.bin"), dest, "sha1", SHA1)
     assert dest.read_bytes() == PAYLOAD
+
+
+def test_an_html_label_alone_does_not_refuse_the_right_file(served: Path, dest: Path) -> None:
+    # Some servers label everything text/html; the digest shows the file is the right one.
+    with serve_directory(served, content_type="text/html") as url:
+        fetch(f"{url}/blob.bin", dest, "sha1", SHA1, section="data")
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_an_html_page_is_refused_whatever_its_label(served: Path, dest: Path) -> None:
+    (served / "login.zip").write_bytes(b"\xef\xbb\xbf\r\n <HTML><body>Please sign in</body></HTML>")
+    with serve_directory(served) as url:
+        with pytest.raises(SourceError) as err:
+            fetch(f"{url}/login.zip", dest, "sha1", SHA1, section="data")
+    assert str(err.value) == (f"{url}/login.zip: the server sent an HTML page, not the file (a login or error "
+                              "page?); check data.url in params.yaml")
+    assert leftovers(dest) == []
+
+
+def test_a_saved_html_page_is_refused_as_a_local_file(served: Path, dest: Path) -> None:
+    (served / "hotdog.zip").write_bytes(b"<!doctype html><title>Sign in</title>")
+    with pytest.raises(SourceError, match=r"hotdog\.zip: the file is an HTML page \(a saved login or error page\?\); "
+                                          r"check data\.url in params\.yaml"):
+        fetch(str(served / "hotdog.zip"), dest, "sha1", SHA1, section="data")
+    assert leftovers(dest) == []
