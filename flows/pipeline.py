@@ -24,10 +24,11 @@ from prefect.cache_policies import NO_CACHE
 from ruamel.yaml import YAML
 
 from flows.repro import StageFailed, StageInterrupted, project_dir, repro
-from hotdog import events
+from hotdog import events, runlock
 from hotdog.dvc_run import stream_dvc
 from hotdog.params import PARAMS_FILE, RUNS, Params, ParamsError, apply_overrides, read_params
 from hotdog.results import COMPARISON_HEADER, comparison_rows, read_evaluation, read_runs
+from hotdog.runlock import RepoBusy
 
 REPO = Path(__file__).resolve().parents[1]
 # The tasks are dvc.yaml's stages, in its order, so the two cannot drift apart.
@@ -149,14 +150,16 @@ def hotdog_pipeline(
                  image_size=image_size, device=device, precision=precision, augment=augment, data_url=data_url,
                  data_sha1=data_sha1)
     try:
-        changed = apply_overrides(collect_overrides(named, params), project / PARAMS_FILE)
-    except ParamsError as err:
+        # The run lock comes first: params.yaml must not change under another run.
+        with runlock.holding(read_params(project / PARAMS_FILE).paths.under(project).run_lock):
+            changed = apply_overrides(collect_overrides(named, params), project / PARAMS_FILE)
+            for key, (old, new) in changed.items():
+                logger.info(f"params.yaml: {key}: {old!r} -> {new!r}")
+            progress_id = create_progress_artifact(0.0, key="hotdog-progress",
+                                                   description="Pipeline progress; training counts per batch")
+            ran = {stage: TASKS[stage](stage, progress_id) for stage in STAGES}
+    except (ParamsError, RepoBusy) as err:
         raise StageFailed(str(err)) from None
-    for key, (old, new) in changed.items():
-        logger.info(f"params.yaml: {key}: {old!r} -> {new!r}")
-    progress_id = create_progress_artifact(0.0, key="hotdog-progress",
-                                           description="Pipeline progress; training counts per batch")
-    ran = {stage: TASKS[stage](stage, progress_id) for stage in STAGES}
     publish_artifacts(project)
     return ran
 

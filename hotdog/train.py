@@ -25,6 +25,7 @@ from hotdog.hardware import (
 from hotdog.inference import predict
 from hotdog.model import build_model, freeze_body, param_groups, train_mode
 from hotdog.params import RunParams, TrainParams
+from hotdog.resume import Snapshot
 
 
 class EpochStats(NamedTuple):
@@ -154,13 +155,11 @@ def summarize(records: list[dict], stats: list[EpochStats], device: torch.device
     }
 
 
-def fit(model: nn.Module, train, evals: EvalViews, run: str, params: TrainParams, run_params: RunParams,
-        device: torch.device, precision: str) -> Iterator[tuple[dict, EpochStats]]:
-    """Train for params.epochs on `train` (see data.train_batches), yielding each epoch's
-    record as soon as it is done."""
-    groups = param_groups(model, run_params.lr, run_params.head_lr_mult)
-    optimizer = torch.optim.SGD(groups, lr=run_params.lr, weight_decay=params.weight_decay)
-    for epoch in range(1, params.epochs + 1):
+def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train, evals: EvalViews, run: str,
+        params: TrainParams, device: torch.device, precision: str, first: int = 1) -> Iterator[tuple[dict, EpochStats]]:
+    """Train epochs first..params.epochs on `train` (see data.train_batches), yielding each
+    epoch's record as soon as it is done."""
+    for epoch in range(first, params.epochs + 1):
         start = time.perf_counter()
         train.set_epoch(epoch)
 
@@ -187,12 +186,18 @@ class TrainResult(NamedTuple):
     params: dict  # what the checkpoint records it was trained with
 
 
+def trained_with(run: str, seed: int, params: TrainParams, run_params: RunParams) -> dict:
+    """The params that decide a training run's result: its checkpoint records them."""
+    return {"seed": seed, "train": params.model_dump(), run: run_params.model_dump()}
+
+
 def train(run: str, seed: int, params: TrainParams, run_params: RunParams, num_workers: int,
           pretrained: dict | None, images: DecodedImages, evals: EvalViews,
-          on_epoch: Callable[[list[dict]], None] | None = None) -> TrainResult:
+          on_epoch: Callable[[Snapshot], None] | None = None, start: Snapshot | None = None) -> TrainResult:
     """Everything a training stage computes: the seed's recipe on `images` (train split,
     augmented with `seed`), scored on `evals` after each epoch. Writes nothing; `on_epoch`
-    gets the epoch records so far after each epoch."""
+    gets a snapshot after each epoch (its tensors are the live ones: save, do not keep).
+    Given the snapshot `start`, it carries on from the epoch after it, as if never stopped."""
     device = pick_device(params.device)
     precision = pick_precision(params.precision, device)
     seed_everything(seed)
@@ -200,17 +205,29 @@ def train(run: str, seed: int, params: TrainParams, run_params: RunParams, num_w
     model = build_model(pretrained, run_params.head_init).to(device, memory_format=torch.channels_last)
     if run_params.freeze_body:
         freeze_body(model)
+    groups = param_groups(model, run_params.lr, run_params.head_lr_mult)
+    optimizer = torch.optim.SGD(groups, lr=run_params.lr, weight_decay=params.weight_decay)
+    records: list[dict] = []
+    stats: list[EpochStats] = []
+    if start is not None:
+        model.load_state_dict(start.model)
+        optimizer.load_state_dict(start.optimizer)
+        records = list(start.records)
+        stats = [EpochStats(*s) for s in start.stats]
+        # Nothing after set-up draws from torch's generator today (the epoch plans have their
+        # own), but a later change might: restoring it keeps a resumed run exact regardless.
+        torch.set_rng_state(start.rng)
     train_set = train_batches(images, params.augment, params.batch_size, num_workers, device)
     evals = evals.to(device)
     print(f"{run}: {len(images)} train / {len(evals.labels)} test images on {device.type}, {precision}, "
           f"augmented on {train_set.name}{', body frozen (fc only)' if run_params.freeze_body else ''}", flush=True)
-    records, stats = [], []
-    for record, epoch_stats in fit(model, train_set, evals, run, params, run_params, device, precision):
+    first = len(records) + 1
+    for record, epoch_stats in fit(model, optimizer, train_set, evals, run, params, device, precision, first):
         records.append(record)
         stats.append(epoch_stats)
         print(format_record(run, params.epochs, record), flush=True)
         if on_epoch is not None:
-            on_epoch(records)
+            on_epoch(Snapshot(len(records), model.state_dict(), optimizer.state_dict(), records,
+                              [list(s) for s in stats], torch.get_rng_state()))
     summary = summarize(records, stats, device, precision, train_set.name)
-    used = {"seed": seed, "train": params.model_dump(), run: run_params.model_dump()}
-    return TrainResult(model, records, summary, used)
+    return TrainResult(model, records, summary, trained_with(run, seed, params, run_params))

@@ -10,7 +10,8 @@ from hotdog.data import read_eval_views, read_train_images
 from hotdog.errors import run_main
 from hotdog.files import write_json
 from hotdog.params import Paths, load_params
-from hotdog.train import train
+from hotdog.resume import ResumeStore, Snapshot, code_files, state_key
+from hotdog.train import train, trained_with
 
 
 def params(run: str) -> tuple[str, ...]:
@@ -26,19 +27,39 @@ def outputs(paths: Paths, run: str) -> list[Path]:
 def main(run: str) -> None:
     p = load_params(*params(run))
     run_params = getattr(p, run)
+    inputs = [p.paths.decoded_file("train"), p.paths.decoded_file("test")]
     pretrained = None
     if run_params.pretrained:
         pretrained = load_state(p.paths.weights, f"weights file {p.paths.weights}", "run `dvc repro weights`")
+        inputs.append(p.paths.weights)
     images = read_train_images(p.paths.decoded_file("train"), p.train.image_size, p.seed)
+    store, start = None, None
+    if p.runtime.resume:
+        key = state_key(run, trained_with(run, p.seed, p.train, run_params), inputs + code_files())
+        store = ResumeStore(p.paths.resume_states, run, key)
+        start = store.load()
+        if start is not None:
+            what = (f"resuming at epoch {start.epoch + 1}/{p.train.epochs}" if start.epoch < p.train.epochs
+                    else f"all {p.train.epochs} epochs were done; writing the outputs")
+            print(f"{run}: {what} from {store.path}, saved after epoch {start.epoch} "
+                  "(runtime.resume: false starts over)", flush=True)
+
+    def on_epoch(snapshot: Snapshot) -> None:
+        # The epochs so far are written after each one, so `dvc plots show` follows a long run.
+        write_json(p.paths.run_epochs(run), snapshot.records)
+        if store is not None:
+            store.save(snapshot)
+
     # The test views are passed without a name here: train() moves them to the device, and
     # on a GPU no host copy should outlive that.
-    # The epochs so far are written after each one, so `dvc plots show` follows a long run.
     result = train(run, p.seed, p.train, run_params, p.runtime.num_workers, pretrained, images,
                    read_eval_views(p.paths.decoded_file("test"), p.train.image_size)[0],
-                   on_epoch=lambda records: write_json(p.paths.run_epochs(run), records))
+                   on_epoch=on_epoch, start=start)
     save_checkpoint(p.paths.checkpoint(run), result.model.state_dict(), run, result.params, result.summary)
     write_json(p.paths.run_epochs(run), result.records)
     write_json(p.paths.run_summary(run), result.summary)
+    if store is not None:
+        store.clear()  # the outputs are complete; DVC records the stage next
 
 
 def run_stage(run: str) -> None:

@@ -1,0 +1,162 @@
+"""A killed training stage resumes where it stopped, and ends as if never stopped.
+
+In-process here (the stage's main, stopped by an exception after an epoch is saved); through
+the real `dvc repro` and `dvc exp run` with SIGKILL in tests/test_faults.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import write_params
+from test_train import same_weights
+
+from hotdog.params import load_params
+from hotdog.resume import ResumeStore
+from stages import _training
+
+pytestmark = pytest.mark.numeric  # bit-for-bit equality; rerun under the ISA caps by make test
+
+TIMING = ("examples_per_sec", "examples_per_sec_wall", "epoch_seconds", "train_seconds")
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: nothing after the raise runs in the stage."""
+
+
+def outputs(run: str) -> tuple[dict, list[dict], dict]:
+    p = load_params(*_training.params(run))
+    summary = json.loads(p.paths.run_summary(run).read_text())
+    epochs = json.loads(p.paths.run_epochs(run).read_text())
+    return summary, epochs, torch.load(p.paths.checkpoint(run), weights_only=True)
+
+
+def untimed(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in TIMING}
+
+
+def states(project) -> list[str]:
+    folder = project / ".hotdog/resume"
+    return sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
+
+
+def kill_after_saving(monkeypatch, epochs_saved: int) -> None:
+    saved = []
+    original = ResumeStore.save
+
+    def save(self, snapshot):
+        original(self, snapshot)
+        saved.append(snapshot.epoch)
+        if len(saved) == epochs_saved:
+            raise Killed
+
+    monkeypatch.setattr(ResumeStore, "save", save)
+
+
+@pytest.mark.parametrize("run", ["finetune", "scratch"])
+def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(decoded_project, monkeypatch, capsys, run):
+    write_params(decoded_project / "params.yaml", {"train.epochs": 3})
+    _training.main(run)
+    whole = outputs(run)
+    assert states(decoded_project) == []  # removed once the outputs are written
+
+    with monkeypatch.context() as m:
+        kill_after_saving(m, 1)
+        with pytest.raises(Killed):
+            _training.main(run)
+    assert len(states(decoded_project)) == 1
+    capsys.readouterr()
+    _training.main(run)
+    log = capsys.readouterr().out
+    assert f"{run}: resuming at epoch 2/3 from .hotdog/resume/{run}-" in log
+    assert f"{run} epoch 1/3" not in log and f"{run} epoch 2/3: loss" in log
+    resumed = outputs(run)
+
+    assert untimed(resumed[0]) == untimed(whole[0])
+    assert [untimed(r) for r in resumed[1]] == [untimed(r) for r in whole[1]]
+    assert [r["epoch"] for r in resumed[1]] == [1, 2, 3]
+    assert resumed[2]["params"] == whole[2]["params"]
+    assert same_weights(resumed[2], whole[2])
+    assert states(decoded_project) == []
+
+
+def test_a_state_from_other_params_is_never_used(decoded_project, monkeypatch, capsys):
+    write_params(decoded_project / "params.yaml", {"train.epochs": 2})
+    with monkeypatch.context() as m:
+        kill_after_saving(m, 1)
+        with pytest.raises(Killed):
+            _training.main("finetune")
+    [old] = states(decoded_project)
+    write_params(decoded_project / "params.yaml", {"train.epochs": 2, "finetune.lr": 1e-4})
+    capsys.readouterr()
+    _training.main("finetune")
+    log = capsys.readouterr().out
+    assert "resuming" not in log and "finetune epoch 1/2: loss" in log
+    assert "removed 1 resumable state(s) saved with other params, inputs or code" in log
+    assert states(decoded_project) == []
+
+
+def test_a_state_from_other_data_is_never_used(decoded_project, monkeypatch, capsys):
+    write_params(decoded_project / "params.yaml", {"train.epochs": 2})
+    with monkeypatch.context() as m:
+        kill_after_saving(m, 1)
+        with pytest.raises(Killed):
+            _training.main("finetune")
+    # Two test images fewer (one split holds at most one corrupt file): another decoded
+    # test split, so another key.
+    from stages import decode, manifest
+
+    for path in sorted((decoded_project / "data/hotdog/test/hotdog").iterdir())[:2]:
+        path.unlink()
+    manifest.main()
+    decode.main()
+    capsys.readouterr()
+    _training.main("finetune")
+    log = capsys.readouterr().out
+    assert "resuming" not in log and "finetune epoch 1/2: loss" in log
+
+
+def test_resume_off_starts_over_and_saves_nothing(decoded_project, monkeypatch, capsys):
+    write_params(decoded_project / "params.yaml", {"train.epochs": 2})
+    with monkeypatch.context() as m:
+        kill_after_saving(m, 1)
+        with pytest.raises(Killed):
+            _training.main("finetune")
+    write_params(decoded_project / "params.yaml", {"train.epochs": 2, "runtime.resume": False})
+    capsys.readouterr()
+    saves = []
+    monkeypatch.setattr(ResumeStore, "save", lambda self, snapshot: saves.append(snapshot))
+    _training.main("finetune")
+    log = capsys.readouterr().out
+    assert "resuming" not in log and "finetune epoch 1/2: loss" in log and saves == []
+
+
+def test_a_run_killed_after_its_last_epoch_only_writes_the_outputs(decoded_project, monkeypatch, capsys):
+    write_params(decoded_project / "params.yaml", {"train.epochs": 1})
+    with monkeypatch.context() as m:
+        kill_after_saving(m, 1)
+        with pytest.raises(Killed):
+            _training.main("finetune")
+    capsys.readouterr()
+    _training.main("finetune")
+    log = capsys.readouterr().out
+    assert "finetune: all 1 epochs were done; writing the outputs" in log
+    assert "finetune epoch 1/1: loss" not in log
+    summary, epochs, checkpoint = outputs("finetune")
+    assert summary["epochs"] == 1 and [r["epoch"] for r in epochs] == [1]
+
+
+def test_an_unreadable_state_is_dropped(decoded_project, monkeypatch, capsys):
+    write_params(decoded_project / "params.yaml", {"train.epochs": 2})
+    with monkeypatch.context() as m:
+        kill_after_saving(m, 1)
+        with pytest.raises(Killed):
+            _training.main("finetune")
+    [name] = states(decoded_project)
+    (decoded_project / ".hotdog/resume" / name).write_bytes(b"torn")
+    capsys.readouterr()
+    _training.main("finetune")
+    log = capsys.readouterr().out
+    assert "ignoring the unreadable resumable state" in log and "finetune epoch 1/2: loss" in log
