@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin
 from uuid import UUID
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
@@ -21,6 +21,9 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
+from prefect.context import get_run_context
+from prefect.exceptions import TerminationSignal
+from prefect.states import Cancelled
 from ruamel.yaml import YAML
 
 from flows.repro import StageFailed, StageInterrupted, project_dir, repro
@@ -73,12 +76,29 @@ def run_stage(stage: str, progress_id: UUID | None = None) -> bool:
         elif isinstance(event, events.Progress) and progress_id is not None:
             update_progress_artifact(progress_id, round(start + width * event.done, 2))
 
-    ran = repro(stage, project_dir(), logger.info, on_event)
+    try:
+        ran = repro(stage, project_dir(), logger.info, on_event)
+    except TerminationSignal:
+        # repro has stopped dvc's whole process group by now (hotdog.dvc_run.stream_dvc).
+        # Prefect would call the task Crashed; when the flow run is being cancelled (the
+        # UI's Cancel button), the truth is Cancelled.
+        if not flow_run_cancelling():
+            raise
+        logger.warning(f"{stage}: cancelled with the flow run; dvc and the stage were stopped")
+        return Cancelled(message=f"{stage} was cancelled with its flow run; the next run resumes it")
     if not ran:
         logger.info(f"{stage}: up to date, not run (nothing it uses changed since dvc.lock)")
     if progress_id is not None:
         update_progress_artifact(progress_id, round(start + width, 2))  # the last one ends at 100
     return ran
+
+
+def flow_run_cancelling() -> bool:
+    """Whether this flow run is being cancelled (Cancelling or Cancelled on the server)."""
+    flow_run = get_run_context().task_run.flow_run_id
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(flow_run).state
+    return state is not None and (state.is_cancelling() or state.is_cancelled())
 
 
 def is_interrupted(task, task_run, state) -> bool:
@@ -157,7 +177,12 @@ def hotdog_pipeline(
                 logger.info(f"params.yaml: {key}: {old!r} -> {new!r}")
             progress_id = create_progress_artifact(0.0, key="hotdog-progress",
                                                    description="Pipeline progress; training counts per batch")
-            ran = {stage: TASKS[stage](stage, progress_id) for stage in STAGES}
+            ran = {}
+            for stage in STAGES:
+                state = TASKS[stage](stage, progress_id, return_state=True)
+                if state.is_cancelled():
+                    return state  # the flow run ends Cancelled too, with no stage after it
+                ran[stage] = state.result()  # a failed stage's error fails the flow run
     except (ParamsError, RepoBusy) as err:
         raise StageFailed(str(err)) from None
     publish_artifacts(project)

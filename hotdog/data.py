@@ -14,6 +14,7 @@ The plan does not depend on the number of workers or on the order batches arrive
 
 from __future__ import annotations
 
+import signal
 import warnings
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -218,6 +219,15 @@ class PlannedOrder(Sampler[int]):
         return iter(self.dataset.plan.order.tolist())
 
 
+def _leave_stopping_to_the_main_process(worker_id: int) -> None:
+    """A worker ignores SIGTERM, SIGHUP and SIGINT, which a terminal or a process-group kill
+    sends it with the stage: the stage stops on them and shuts its workers down in order
+    (hotdog.errors.run_main), and a worker whose stage is gone exits by itself. A worker
+    killed beside it would only add a traceback about its own death to the log."""
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 class WorkerBatches:
     """Train batches augmented per image in DataLoader workers (the `workers` path)."""
 
@@ -230,6 +240,7 @@ class WorkerBatches:
             # Workers are re-created each epoch so they see the new plan; that costs a
             # process start per epoch, which is small next to an epoch of training.
             persistent_workers=False,
+            worker_init_fn=_leave_stopping_to_the_main_process if num_workers else None,
         )
 
     def set_epoch(self, epoch: int) -> None:

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import ENV, make_project, ran, sh
 from playwright.sync_api import sync_playwright
@@ -26,6 +27,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Cancelling
 
 from flows.pipeline import STAGES, hotdog_pipeline
 
@@ -248,3 +250,72 @@ def test_the_experiments_deployment_runs_them_and_tabulates_them(ui_run):
     logs = logs_with(flow_run.id, "Reproducing experiment 'head'")
     assert any("body frozen (fc only)" in line for line in logs)  # the stages' own lines, live
     assert (project / "params.yaml").read_bytes() == before
+
+
+# ------------------------------------------------------------------ faults (issue #11)
+
+
+def run_processes(project: Path) -> dict[int, str]:
+    """The processes of a flow run in `project`: Prefect's engine process, dvc, the stage and
+    its DataLoader workers (the served `flows.ui` and its server work there too, but last)."""
+    found = {}
+    for proc in psutil.process_iter(["pid", "cwd", "cmdline", "status"]):
+        command = " ".join(proc.info["cmdline"] or [])
+        if (proc.info["cwd"] == str(project) and proc.info["status"] != psutil.STATUS_ZOMBIE
+                and any(part in command for part in ("prefect.engine", "-m dvc", "stages."))):
+            found[proc.info["pid"]] = command
+    return found
+
+
+def test_a_flow_run_beside_a_running_dvc_repro_fails_at_once(ui, served, tmp_path, monkeypatch):
+    api, _ = ui
+    project = make_project(tmp_path / "project", served, {"train.epochs": 40})
+    repro = subprocess.Popen(["dvc", "repro"], cwd=project, env=ENV, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((project / ".hotdog/resume").glob("finetune-*.pt")):
+            assert repro.poll() is None and time.monotonic() < deadline, "dvc repro never trained"
+            time.sleep(0.2)
+        before = (project / "params.yaml").read_bytes()
+        monkeypatch.chdir(project)
+        begun = time.monotonic()
+        state = hotdog_pipeline(epochs=2, return_state=True)
+        assert time.monotonic() - begun < 30
+        assert state.is_failed()
+        assert f"another run holds this repo: PID {repro.pid} (" in state.message
+        assert task_runs_of(state.state_details.flow_run_id) == {}
+        assert (project / "params.yaml").read_bytes() == before  # its override was not written
+        assert repro.poll() is None  # the first run goes on
+    finally:
+        os.killpg(repro.pid, signal.SIGINT)
+        repro.wait(timeout=30)
+
+
+def test_cancelling_a_flow_run_during_training_ends_it_and_every_process(ui):
+    # Last in this module: it leaves the served project's training half done.
+    api, project = ui
+    flow_run = run_deployment(DEPLOYMENT, parameters={"epochs": 40}, timeout=0)
+    deadline = time.monotonic() + 600
+    while not list((project / ".hotdog/resume").glob("finetune-*.pt")):
+        assert time.monotonic() < deadline, "the flow run never trained"
+        time.sleep(0.2)
+    processes = run_processes(project)
+    assert any("stages.finetune" in command for command in processes.values()), processes
+    with get_client(sync_client=True) as client:
+        # What the UI's Cancel button asks for.
+        client.set_flow_run_state(flow_run.id, Cancelling(message="cancelled from the test"))
+        deadline = time.monotonic() + 60
+        while not (state := client.read_flow_run(flow_run.id).state).is_final():
+            assert time.monotonic() < deadline, f"still {state.name} after 60 s"
+            time.sleep(0.5)
+    assert state.is_cancelled(), state
+    tasks = task_runs_of(flow_run.id)
+    assert tasks["finetune"].state.is_cancelled(), tasks["finetune"].state
+    assert "scratch" not in tasks
+    deadline = time.monotonic() + 30
+    while any(psutil.pid_exists(pid) for pid in processes) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = {pid: command for pid, command in run_processes(project).items() if pid in processes}
+    assert left == {}, left
+    assert not (project / "models/finetune.pt").exists()
