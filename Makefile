@@ -15,7 +15,7 @@ WITH_VENV := PATH="$(abspath $(BIN)):$$PATH"
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install -e '.[test,s3]'
 	touch $@
 
 $(CHROMIUM):

@@ -141,3 +141,38 @@ def make_project(dest: Path, served, overrides: dict | None = None) -> Path:
     copy_project(dest)
     write_params(dest / "params.yaml", {**served_overrides(served), **(overrides or {})})
     return dest
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory):
+    """A real Prefect server on a free loopback port, with its own PREFECT_HOME, for the
+    tests that need one beside `make ui`'s (tests/test_flow.py starts that one itself):
+    (api url, the environment for subprocesses that should use it)."""
+    import socket
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    from hotdog.prefect_server import start_server
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    api = f"http://127.0.0.1:{port}/api"
+    home = tmp_path_factory.mktemp("prefect-home")
+    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
+    os.environ.update(PREFECT_API_URL=api, PREFECT_HOME=str(home))  # the server's database too
+    server, _ = start_server(api)
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api, PREFECT_HOME: str(home)}):
+            yield api, {**ENV, "PREFECT_API_URL": api, "PREFECT_HOME": str(home)}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
