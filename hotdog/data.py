@@ -283,11 +283,45 @@ class ResidentBatches:
                                  plan.flips[index], self.size), self.labels[on_device])
 
 
+# The share of the device's free memory the decoded train split may take on the `device`
+# path. The rest is for the model, its activations and gradients, the batch's crops and
+# cuDNN's workspaces: ResNet-18 at batch 128, 224 px, needs a few GiB of it.
+DEVICE_SHARE = 0.5
+
+
+def split_bytes(images: DecodedImages) -> int:
+    """What the decoded train split takes on the device (uint8 pixels)."""
+    return int((images.heights * images.widths * 3).sum())
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Free bytes on a CUDA device; None for the CPU, whose memory the path shares anyway."""
+    return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+
+
+def pick_augment(augment: str, device: torch.device, needed: int, free: int | None) -> tuple[str, str | None]:
+    """Where to augment, and why `auto` did not choose the device when it did not."""
+    if augment != "auto":
+        return augment, None
+    if device.type != "cuda":
+        return "workers", None
+    if free is not None and needed > DEVICE_SHARE * free:
+        gib = 2 ** 30
+        return "workers", (f"train.augment auto: the decoded train split ({needed / gib:.1f} GiB) is more than "
+                           f"{DEVICE_SHARE:.0%} of the {free / gib:.1f} GiB free on {device}; augmenting on "
+                           f"DataLoader workers instead (slower; set train.augment: device to force it)")
+    return "device", None
+
+
 def train_batches(images: DecodedImages, augment: str, batch_size: int, num_workers: int,
-                  device: torch.device) -> WorkerBatches | ResidentBatches:
-    """The augmentation path train.augment asks for; `auto` keeps the data on CUDA devices."""
-    if augment == "auto":
-        augment = "device" if device.type == "cuda" else "workers"
+                  device: torch.device, free: int | None = None) -> WorkerBatches | ResidentBatches:
+    """The augmentation path train.augment asks for. `auto` keeps the data on a CUDA device
+    when the split fits in DEVICE_SHARE of its free memory (`free`, else asked of CUDA)."""
+    if augment == "auto" and device.type == "cuda" and free is None:
+        free = free_memory(device)
+    augment, why = pick_augment(augment, device, split_bytes(images), free)
+    if why:
+        print(why, flush=True)
     if augment == "device":
         return ResidentBatches(images, batch_size, device)
     return WorkerBatches(images, batch_size, num_workers)

@@ -286,3 +286,31 @@ def test_an_image_that_passes_the_manifest_but_does_not_decode_is_named(tiny_pro
                                          r"not decode \(.*\); replace it in the data set"):
         decode.main()
     assert not (tiny_project / "data/decoded/train.arrow").exists()
+
+
+# ------------------------------------------------------ augment: auto and device memory
+
+
+def test_auto_keeps_a_split_on_the_gpu_only_when_it_fits():
+    cuda, gib = torch.device("cuda"), 2 ** 30
+    assert data.pick_augment("auto", cuda, 3 * gib, 40 * gib) == ("device", None)
+    path, why = data.pick_augment("auto", cuda, 30 * gib, 40 * gib)  # 100k photos: no room left
+    assert path == "workers"
+    assert why.startswith("train.augment auto: the decoded train split (30.0 GiB) is more than 50% of the "
+                          "40.0 GiB free on cuda; augmenting on DataLoader workers instead")
+    assert data.pick_augment("auto", torch.device("cpu"), 30 * gib, None) == ("workers", None)
+    assert data.pick_augment("device", cuda, 30 * gib, 1) == ("device", None)  # asked for: obeyed
+
+
+def test_a_split_over_the_budget_falls_back_to_workers_and_says_why(decoded_project, capsys):
+    # A CUDA device with a budget below the split: the fallback builds the workers path, which
+    # runs on the CPU, so this runs anywhere.
+    p = load_params("train")
+    images = data.read_train_images(p.paths.decoded_file("train"), p.train.image_size, 0)
+    needed = data.split_bytes(images)
+    batches = data.train_batches(images, "auto", 4, 0, torch.device("cuda"), free=needed)
+    assert batches.name == "workers"
+    assert f"is more than 50% of the {needed / 2 ** 30:.1f} GiB free on cuda" in capsys.readouterr().out
+    images.set_epoch(1)
+    x, y = next(iter(batches))
+    assert x.shape == (4, 3, p.train.image_size, p.train.image_size)
