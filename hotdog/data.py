@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import signal
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision.transforms.v2 import functional as F
 
+from hotdog.distributed import SINGLE, Shard, share
 from hotdog.params import eval_resize
 from hotdog.schema import DECODED, read_arrow
 
@@ -206,17 +208,28 @@ class DecodedImages(Dataset):
         return eval_view(image, self.size), self.labels[index]
 
 
-class PlannedOrder(Sampler[int]):
-    """The DataLoader's sampler: the order of the dataset's current plan."""
+class PlannedBatches(Sampler[list[int]]):
+    """The DataLoader's batch sampler: the current plan's order, cut into global batches of
+    `batch_size`, of which this process takes its share (all of it in one process)."""
 
-    def __init__(self, dataset: DecodedImages):
-        self.dataset = dataset
+    def __init__(self, dataset: DecodedImages, batch_size: int, shard: Shard = SINGLE):
+        self.dataset, self.batch_size, self.shard = dataset, batch_size, shard
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return -(-len(self.dataset) // self.batch_size)
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.dataset.plan.order.tolist())
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self.dataset.plan.order
+        for start in range(0, len(order), self.batch_size):
+            yield share(order[start:start + self.batch_size], self.shard).tolist()
+
+
+def collate(samples: list[tuple[torch.Tensor, int]], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """default_collate, and an empty batch of `size` crops for an empty share (see
+    hotdog.distributed)."""
+    if samples:
+        return default_collate(samples)
+    return torch.empty((0, 3, size, size), dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
 
 
 def _leave_stopping_to_the_main_process(worker_id: int) -> None:
@@ -233,10 +246,12 @@ class WorkerBatches:
 
     name = "workers"
 
-    def __init__(self, images: DecodedImages, batch_size: int, num_workers: int):
+    def __init__(self, images: DecodedImages, batch_size: int, num_workers: int, shard: Shard = SINGLE):
         self.images = images
         self.loader = DataLoader(
-            images, batch_size=batch_size, sampler=PlannedOrder(images), num_workers=num_workers,
+            images, batch_sampler=PlannedBatches(images, batch_size, shard),
+            collate_fn=partial(collate, size=images.size),
+            num_workers=num_workers,
             # Workers are re-created each epoch so they see the new plan; that costs a
             # process start per epoch, which is small next to an epoch of training.
             persistent_workers=False,
@@ -258,8 +273,8 @@ class ResidentBatches:
 
     name = "device"
 
-    def __init__(self, images: DecodedImages, batch_size: int, device: torch.device):
-        self.images, self.batch_size, self.size = images, batch_size, images.size
+    def __init__(self, images: DecodedImages, batch_size: int, device: torch.device, shard: Shard = SINGLE):
+        self.images, self.batch_size, self.size, self.shard = images, batch_size, images.size, shard
         sizes = images.heights * images.widths * 3
         self.pixels = torch.empty(int(sizes.sum()), dtype=torch.uint8, device=device)
         starts = torch.cumsum(sizes, 0) - sizes
@@ -277,7 +292,7 @@ class ResidentBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         plan = self.images.plan
         for start in range(0, len(self.images), self.batch_size):
-            index = plan.order[start:start + self.batch_size]
+            index = share(plan.order[start:start + self.batch_size], self.shard)
             on_device = index.to(self.pixels.device, non_blocking=True)
             yield (resized_crops(self.pixels, self.starts, self.widths, on_device, plan.boxes[index],
                                  plan.flips[index], self.size), self.labels[on_device])
@@ -313,8 +328,8 @@ def pick_augment(augment: str, device: torch.device, needed: int, free: int | No
     return "device", None
 
 
-def train_batches(images: DecodedImages, augment: str, batch_size: int, num_workers: int,
-                  device: torch.device, free: int | None = None) -> WorkerBatches | ResidentBatches:
+def train_batches(images: DecodedImages, augment: str, batch_size: int, num_workers: int, device: torch.device,
+                  free: int | None = None, shard: Shard = SINGLE) -> WorkerBatches | ResidentBatches:
     """The augmentation path train.augment asks for. `auto` keeps the data on a CUDA device
     when the split fits in DEVICE_SHARE of its free memory (`free`, else asked of CUDA)."""
     if augment == "auto" and device.type == "cuda" and free is None:
@@ -323,8 +338,8 @@ def train_batches(images: DecodedImages, augment: str, batch_size: int, num_work
     if why:
         print(why, flush=True)
     if augment == "device":
-        return ResidentBatches(images, batch_size, device)
-    return WorkerBatches(images, batch_size, num_workers)
+        return ResidentBatches(images, batch_size, device, shard)
+    return WorkerBatches(images, batch_size, num_workers, shard)
 
 
 class EvalViews(NamedTuple):

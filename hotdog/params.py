@@ -8,7 +8,7 @@ naming it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML, YAMLError
@@ -71,6 +71,8 @@ class TrainParams(Section):
     precision: Literal["auto", "fp32", "bf16"]
     weight_decay: float = Field(ge=0.0)
     augment: Literal["auto", "workers", "device"]
+    # Training processes (hotdog.distributed): auto is every visible GPU, 1 on the CPU.
+    devices: Literal["auto"] | Annotated[int, Field(ge=1)]
 
 
 def eval_resize(image_size: int) -> int:

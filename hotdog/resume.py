@@ -73,13 +73,14 @@ class ResumeStore:
         self.folder, self.run, self.key = Path(folder), run, key
         self.path = self.folder / f"{run}-{key[:16]}.pt"
 
-    def load(self) -> Snapshot | None:
+    def load(self, quiet: bool = False) -> Snapshot | None:
         """The saved snapshot for this key, or None. States of this run under other keys are
-        removed: they can never be used again."""
+        removed: they can never be used again. `quiet`: say nothing (all but one of
+        several training processes)."""
         stale = [p for p in self.folder.glob(f"{self.run}-*.pt") if p != self.path]
         for path in stale:
             path.unlink(missing_ok=True)
-        if stale:
+        if stale and not quiet:
             print(f"{self.run}: removed {len(stale)} resumable state(s) saved with other params, "
                   "inputs or code", flush=True)
         if not self.path.is_file():
@@ -90,6 +91,8 @@ class ResumeStore:
                 raise ValueError("saved under another key")
             return Snapshot(**saved["snapshot"])
         except Exception as err:  # a state is a cache: one that will not load is dropped
+            if quiet:
+                return None
             print(f"{self.run}: ignoring the unreadable resumable state {self.path} "
                   f"({type(err).__name__}); starting from epoch 1", flush=True)
             self.clear()

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from hotdog import events
 from hotdog.data import DecodedImages, EvalViews, normalize, train_batches
+from hotdog.distributed import SINGLE, Shard, all_sum, rank_device, wrap
 from hotdog.hardware import (
     autocast,
     configure_backends,
@@ -70,12 +71,16 @@ class StepClock:
         return self.seconds
 
 
-def batches(loader, desc: str, on_tenth: Callable[[float], None] | None = None) -> Iterator:
+def batches(loader, desc: str | None, on_tenth: Callable[[float], None] | None = None) -> Iterator:
     """The loader's batches, with progress: a bar on a terminal, else a line per tenth.
 
     The plain lines ("finetune epoch 1/5: batch 4/16") are what a log shows. `on_tenth`
-    gets the share of the pass done at each tenth, wherever the output goes.
+    gets the share of the pass done at each tenth, wherever the output goes. No `desc`: no
+    progress at all (the training processes other than the main one).
     """
+    if desc is None:
+        yield from loader
+        return
     total = len(loader)
     every = max(1, total // 10)
     bar = sys.stderr.isatty()
@@ -89,8 +94,13 @@ def batches(loader, desc: str, on_tenth: Callable[[float], None] | None = None) 
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer, device: torch.device, precision: str,
-                    desc: str, on_tenth: Callable[[float], None] | None = None) -> EpochStats:
-    """One pass over `loader` with the seed's summed cross-entropy loss."""
+                    desc: str | None, on_tenth: Callable[[float], None] | None = None,
+                    net: nn.Module | None = None) -> EpochStats:
+    """One pass over `loader` with the seed's summed cross-entropy loss. `net` is what the
+    batches go through, when not `model` itself: DDP over it, for this process's shares of
+    the global batches (hotdog.distributed); the loss, accuracy and example counts are then
+    summed over the processes."""
+    net = model if net is None else net
     train_mode(model)
     loss_fn = nn.CrossEntropyLoss(reduction="none")
     # The sums stay on the device until the epoch ends: reading them every step would
@@ -106,7 +116,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, device: torch.device, p
             y = y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with autocast(device, precision):
-                logits = model(x)
+                logits = net(x)
             losses = loss_fn(logits.float(), y)
             # Summed, not averaged, as d2l's train_ch13: the lr in params.yaml belongs to a sum.
             losses.sum().backward()
@@ -116,7 +126,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer, device: torch.device, p
         examples += len(y)
     synchronize(device)
     wall = time.perf_counter() - wall_start
-    return EpochStats(loss_sum.item(), int(correct.item()), examples, clock.total(), wall)
+    loss, right, seen = all_sum([loss_sum.item(), float(correct.item()), float(examples)], device)
+    return EpochStats(loss, int(right), int(seen), clock.total(), wall)
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -124,7 +135,7 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return (logits.argmax(1) == labels).float().mean().item() if len(labels) else 0.0
 
 
-def epoch_record(epoch: int, stats: EpochStats, test_acc: float, seconds: float) -> dict:
+def epoch_record(epoch: int, stats: EpochStats, test_acc: float | None, seconds: float) -> dict:
     """One row of metrics/<run>_epochs.json (a DVC plot)."""
     return {
         "epoch": epoch,
@@ -156,9 +167,11 @@ def summarize(records: list[dict], stats: list[EpochStats], device: torch.device
 
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train, evals: EvalViews, run: str,
-        params: TrainParams, device: torch.device, precision: str, first: int = 1) -> Iterator[tuple[dict, EpochStats]]:
+        params: TrainParams, device: torch.device, precision: str, first: int = 1,
+        net: nn.Module | None = None, shard: Shard = SINGLE) -> Iterator[tuple[dict, EpochStats]]:
     """Train epochs first..params.epochs on `train` (see data.train_batches), yielding each
-    epoch's record as soon as it is done."""
+    epoch's record as soon as it is done. Only the main process evaluates and reports
+    progress; the others yield records without a test accuracy."""
     for epoch in range(first, params.epochs + 1):
         start = time.perf_counter()
         train.set_epoch(epoch)
@@ -166,9 +179,10 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train, evals: EvalVi
         def progress(share: float, epoch: int = epoch) -> None:
             events.emit(events.Progress(stage=run, done=(epoch - 1 + share) / params.epochs))
 
-        stats = train_one_epoch(model, train, optimizer, device, precision,
-                                desc=f"{run} epoch {epoch}/{params.epochs}", on_tenth=progress)
-        test_acc = accuracy(*predict(model, evals, params.batch_size, device, precision))
+        desc = f"{run} epoch {epoch}/{params.epochs}" if shard.main else None
+        stats = train_one_epoch(model, train, optimizer, device, precision, desc, progress if shard.main else None,
+                                net=net)
+        test_acc = accuracy(*predict(model, evals, params.batch_size, device, precision)) if shard.main else None
         yield epoch_record(epoch, stats, test_acc, time.perf_counter() - start), stats
 
 
@@ -193,12 +207,15 @@ def trained_with(run: str, seed: int, params: TrainParams, run_params: RunParams
 
 def train(run: str, seed: int, params: TrainParams, run_params: RunParams, num_workers: int,
           pretrained: dict | None, images: DecodedImages, evals: EvalViews,
-          on_epoch: Callable[[Snapshot], None] | None = None, start: Snapshot | None = None) -> TrainResult:
+          on_epoch: Callable[[Snapshot], None] | None = None, start: Snapshot | None = None,
+          shard: Shard = SINGLE) -> TrainResult:
     """Everything a training stage computes: the seed's recipe on `images` (train split,
     augmented with `seed`), scored on `evals` after each epoch. Writes nothing; `on_epoch`
     gets a snapshot after each epoch (its tensors are the live ones: save, do not keep).
-    Given the snapshot `start`, it carries on from the epoch after it, as if never stopped."""
-    device = pick_device(params.device)
+    Given the snapshot `start`, it carries on from the epoch after it, as if never stopped.
+    Run in each of several processes (hotdog.distributed), it trains this process's `shard`;
+    only the main process evaluates, prints and calls `on_epoch`."""
+    device = rank_device(pick_device(params.device), shard)
     precision = pick_precision(params.precision, device)
     seed_everything(seed)
     configure_backends(device)
@@ -217,17 +234,24 @@ def train(run: str, seed: int, params: TrainParams, run_params: RunParams, num_w
         # Nothing after set-up draws from torch's generator today (the epoch plans have their
         # own), but a later change might: restoring it keeps a resumed run exact regardless.
         torch.set_rng_state(start.rng)
-    train_set = train_batches(images, params.augment, params.batch_size, num_workers, device)
-    evals = evals.to(device)
-    print(f"{run}: {len(images)} train / {len(evals.labels)} test images on {device.type}, {precision}, "
-          f"augmented on {train_set.name}{', body frozen (fc only)' if run_params.freeze_body else ''}", flush=True)
+    net = wrap(model, shard, device)
+    train_set = train_batches(images, params.augment, params.batch_size, num_workers, device, shard=shard)
+    evals = evals.to(device) if shard.main else evals
+    if shard.main:
+        processes = f" in {shard.world} processes" if shard.world > 1 else ""
+        print(f"{run}: {len(images)} train / {len(evals.labels)} test images on {device.type}{processes}, "
+              f"{precision}, augmented on {train_set.name}"
+              f"{', body frozen (fc only)' if run_params.freeze_body else ''}", flush=True)
     first = len(records) + 1
-    for record, epoch_stats in fit(model, optimizer, train_set, evals, run, params, device, precision, first):
+    for record, epoch_stats in fit(model, optimizer, train_set, evals, run, params, device, precision, first,
+                                   net, shard):
         records.append(record)
         stats.append(epoch_stats)
+        if not shard.main:
+            continue
         print(format_record(run, params.epochs, record), flush=True)
         if on_epoch is not None:
             on_epoch(Snapshot(len(records), model.state_dict(), optimizer.state_dict(), records,
                               [list(s) for s in stats], torch.get_rng_state()))
-    summary = summarize(records, stats, device, precision, train_set.name)
+    summary = {**summarize(records, stats, device, precision, train_set.name), "processes": shard.world}
     return TrainResult(model, records, summary, trained_with(run, seed, params, run_params))

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hotdog import distributed
 from hotdog.checkpoint import load_state, save_checkpoint
 from hotdog.data import read_eval_views, read_train_images
 from hotdog.errors import run_main
 from hotdog.files import write_json
+from hotdog.hardware import pick_device
 from hotdog.params import Paths, load_params
 from hotdog.resume import ResumeStore, Snapshot, code_files, state_key
 from hotdog.train import train, trained_with
@@ -25,7 +27,20 @@ def outputs(paths: Paths, run: str) -> list[Path]:
 
 
 def main(run: str) -> None:
+    """Train and write the outputs: here, or in train.devices processes started here (each
+    runs `main` again, as one rank), or as one rank of a group torchrun started."""
     p = load_params(*params(run))
+    processes = distributed.process_count(p.train.devices, pick_device(p.train.device))
+    if distributed.launched():
+        with distributed.process_group(pick_device(p.train.device)) as shard:
+            train_and_write(run, p, shard)
+    elif processes > 1:
+        distributed.launch(processes, main, run)
+    else:
+        train_and_write(run, p, distributed.SINGLE)
+
+
+def train_and_write(run: str, p, shard: distributed.Shard) -> None:
     run_params = getattr(p, run)
     inputs = [p.paths.decoded_file("train"), p.paths.decoded_file("test")]
     pretrained = None
@@ -37,8 +52,8 @@ def main(run: str) -> None:
     if p.runtime.resume:
         key = state_key(run, trained_with(run, p.seed, p.train, run_params), inputs + code_files())
         store = ResumeStore(p.paths.resume_states, run, key)
-        start = store.load()
-        if start is not None:
+        start = store.load(quiet=not shard.main)
+        if start is not None and shard.main:
             what = (f"resuming at epoch {start.epoch + 1}/{p.train.epochs}" if start.epoch < p.train.epochs
                     else f"all {p.train.epochs} epochs were done; writing the outputs")
             print(f"{run}: {what} from {store.path}, saved after epoch {start.epoch} "
@@ -54,7 +69,9 @@ def main(run: str) -> None:
     # on a GPU no host copy should outlive that.
     result = train(run, p.seed, p.train, run_params, p.runtime.num_workers, pretrained, images,
                    read_eval_views(p.paths.decoded_file("test"), p.train.image_size)[0],
-                   on_epoch=on_epoch, start=start)
+                   on_epoch=on_epoch, start=start, shard=shard)
+    if not shard.main:
+        return  # rank 0 writes the outputs
     save_checkpoint(p.paths.checkpoint(run), result.model.state_dict(), run, result.params, result.summary)
     write_json(p.paths.run_epochs(run), result.records)
     write_json(p.paths.run_summary(run), result.summary)
