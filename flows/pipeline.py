@@ -1,7 +1,8 @@
 """Prefect flow `hotdog-pipeline`: one task per DVC stage, each asking DVC to run it.
 
 DVC stays the record (dvc.lock, cache, metrics), so a flow run and `dvc repro` are
-interchangeable. Run once: python -m flows.pipeline [--scratch-lr 1e-3 ...]; serve: make ui
+interchangeable. With `push`, a last task `dvc push`es the outputs to the default DVC remote.
+Run once: python -m flows.pipeline [--scratch-lr 1e-3 ... --push]; serve: make ui
 """
 
 # No `from __future__ import annotations` here: Prefect builds the flow's parameter model
@@ -9,9 +10,10 @@ interchangeable. Run once: python -m flows.pipeline [--scratch-lr 1e-3 ...]; ser
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, Callable, get_args, get_origin
 from uuid import UUID
 
+from dvc.config import Config, ConfigError
 from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import (
     create_link_artifact,
@@ -47,6 +49,9 @@ PARAMETER_KEYS = {
     "data_sha1": "data.sha1",
 }
 PLOTS_DIR = "dvc_plots"  # `dvc plots show` writes its HTML here (git-ignored)
+NO_REMOTE = ("no default DVC remote to push to: add one with `dvc remote add -d <name> s3://<bucket>/<path>` "
+             "(for MinIO or Ceph also `dvc remote modify <name> endpointurl <url>`), commit .dvc/config, then "
+             "`dvc push`: this run's outputs are in the local cache")
 
 
 def param_type(key: str) -> Any:
@@ -117,6 +122,59 @@ def stage_task(stage: str):
 TASKS = {stage: stage_task(stage) for stage in STAGES}
 
 
+class PushFailed(RuntimeError):
+    """`dvc push` failed or had nowhere to go; the message says what to do."""
+
+
+def default_remote(project: Path) -> tuple[str, str]:
+    """The name and URL of the remote `dvc push` would use, from every level of DVC's config
+    (.dvc/config, config.local, global, system); PushFailed when there is none."""
+    try:
+        config = Config(dvc_dir=str(project / ".dvc"))
+    except ConfigError as err:
+        raise PushFailed(f"cannot push: {err}; fix it with `dvc remote modify` or `dvc config`") from None
+    name = config["core"].get("remote")
+    if not name:
+        raise PushFailed(NO_REMOTE)
+    if name not in config["remote"]:
+        raise PushFailed(f"the default DVC remote '{name}' (core.remote) is not defined: add it with "
+                         f"`dvc remote add -d {name} s3://<bucket>/<path>`, or pick another with `dvc remote default`")
+    return name, config["remote"][name]["url"]
+
+
+def push_failure(name: str, url: str, said: str) -> str:
+    """The one line for a failed `dvc push`, with what to check for this kind of remote."""
+    if url.startswith("s3://"):
+        check = (f"if it is the credentials, set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment "
+                 f"(or `dvc remote modify --local {name} access_key_id ...` and `... secret_access_key ...`, "
+                 f"which stay out of git); else check the bucket and endpointurl (`dvc remote list`, "
+                 f"`dvc config -l`)")
+    else:
+        check = f"check that this machine can reach and write {url} (`dvc remote list`)"
+    return f"dvc push to remote '{name}' ({url}) failed: {said}; {check}; then `dvc push` (no need to run again)"
+
+
+def push_outputs(project: Path, on_line: Callable[[str], None]) -> str:
+    """`dvc push` every output dvc.lock records to the default remote, its output lines to
+    on_line; returns the remote's name, or raises PushFailed."""
+    name, url = default_remote(project)
+    # DVC's own words go to the log and are never parsed (tests/test_seams.py).
+    returncode = stream_dvc(["push"], project, on_line)
+    if returncode != 0:
+        raise PushFailed(push_failure(name, url, f"exit status {returncode}, dvc's error is in the log above"))
+    return name
+
+
+@task(name="push", task_run_name="push", cache_policy=NO_CACHE)
+def push_task() -> str:
+    """The flow's last task: `dvc push`, streamed to the task's log; returns the remote's name.
+    No retries: a missing remote or credential stays missing, and `dvc push` alone finishes a half-done upload."""
+    logger = get_run_logger()
+    name = push_outputs(project_dir(), logger.info)
+    logger.info(f"push: the outputs are on DVC remote '{name}'; `dvc pull` in any clone fetches them")
+    return name
+
+
 def collect_overrides(named: dict[str, Any], params: dict[str, Any] | None) -> dict[str, Any]:
     """Dotted params.yaml keys from the flow's named parameters and its `params` dict."""
     overrides = {PARAMETER_KEYS[k]: v for k, v in named.items() if v is not None}
@@ -159,16 +217,24 @@ def hotdog_pipeline(
     data_url: param_type("data.url") | None = None,
     data_sha1: param_type("data.sha1") | None = None,
     params: dict[str, Any] | None = None,
+    push: bool = False,
 ) -> dict[str, bool]:
     """Run every DVC stage in order; overrides are written to params.yaml first.
 
-    `params` takes any other key, dotted: {"train.weight_decay": 0.0005}.
+    `params` takes any other key, dotted: {"train.weight_decay": 0.0005}. `push` runs
+    `dvc push` to the default DVC remote after the last stage.
     """
     logger = get_run_logger()
     project = project_dir()
     named = dict(finetune_lr=finetune_lr, scratch_lr=scratch_lr, epochs=epochs, batch_size=batch_size,
                  image_size=image_size, device=device, precision=precision, augment=augment, data_url=data_url,
                  data_sha1=data_sha1)
+    pushed = None
+    if push:
+        try:
+            default_remote(project)  # no remote: fail now, not after the training
+        except PushFailed as err:
+            raise StageFailed(str(err)) from None
     try:
         # The run lock comes first: params.yaml must not change under another run.
         with runlock.holding(read_params(project / PARAMS_FILE).paths.under(project).run_lock):
@@ -183,9 +249,16 @@ def hotdog_pipeline(
                 if state.is_cancelled():
                     return state  # the flow run ends Cancelled too, with no stage after it
                 ran[stage] = state.result()  # a failed stage's error fails the flow run
+            if push:
+                # Under the run lock, so no other run rewrites an output while it is uploaded.
+                pushed = push_task(return_state=True)
     except (ParamsError, RepoBusy) as err:
         raise StageFailed(str(err)) from None
     publish_artifacts(project)
+    if pushed is not None:
+        # Only now: the run's results stand (and are in the local cache) even when the upload
+        # failed, so they are published first; then the push's error fails the flow run.
+        pushed.result()
     return ran
 
 
@@ -199,6 +272,9 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
                             choices=choices, help=f"sets {key}")
     parser.add_argument("--set", dest="params", action="append", default=[], metavar="KEY=VALUE",
                         help="any params.yaml key, e.g. --set train.weight_decay=5e-4 (YAML value)")
+    # default=None: left out of the flow's arguments unless given, as every other flag.
+    parser.add_argument("--push", action="store_true", default=None,
+                        help="after the run, `dvc push` the outputs to the default DVC remote")
     args = vars(parser.parse_args(argv))
     pairs = [item.partition("=") for item in args.pop("params")]
     args["params"] = {k: YAML(typ="safe").load(v) for k, _, v in pairs} or None
