@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Stage commands say `python -m stages.<name>`: the venv's bin goes first on PATH.
 WITH_VENV := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: run test test-fast ui bench experiments clean-venv
+.PHONY: run test test-fast ui worker bench experiments clean-venv
 
 # The venv is rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -44,6 +44,12 @@ test-fast: $(VENV)/.installed
 
 ui: $(VENV)/.installed
 	$(WITH_VENV) python -m flows.ui
+
+# A Prefect worker for this clone (hotdog/worker.py): creates the process work pool in
+# prefect.yaml if missing, deploys prefect.yaml's flows to it and runs them here, one at a
+# time. Uses the server at PREFECT_API_URL, or starts a local one as `make ui` does.
+worker: $(VENV)/.installed
+	$(WITH_VENV) hotdog worker
 
 # The seed's code against the finetune stage; after `make run`, on the real data.
 # Elsewhere: make bench BENCH_ARGS="--data /tmp/benchdata --weights w.pth"

@@ -11,6 +11,7 @@ COMMANDS = {
     "experiments": ("hotdog.experiments", "run the chapter's exercises as DVC experiments, and compare them"),
     "make-data": ("hotdog.make_data", "write a photo-sized synthetic stand-in for the hotdog folder"),
     "cuda-check": ("hotdog.cuda_check", "check the CUDA training paths against the CPU's"),
+    "worker": ("hotdog.worker", "deploy prefect.yaml's flows to their work pool and run a worker here (make worker)"),
 }
 USAGE = "usage: hotdog {" + ",".join(COMMANDS) + "} [args]\n\n" + "\n".join(
     f"  {name:12} {what}" for name, (_, what) in COMMANDS.items())

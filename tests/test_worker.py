@@ -1,0 +1,119 @@
+"""`make worker`'s pool, deployments and worker against a real Prefect server (conftest's
+prefect_api), with runs started through the API as the UI's Run button starts them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_project, ran, sh
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.deployments import run_deployment
+
+from hotdog import worker
+from hotdog.worker import PROJECT_ENV, WorkerError, enter_project
+
+pytestmark = pytest.mark.slow
+PIPELINE = "hotdog-pipeline/worker"
+EXPERIMENTS = "hotdog-experiments/worker"
+RUN_TIMEOUT = 600  # seconds for both runs; the tiny pipeline takes about a minute
+
+
+def final_states(*flow_run_ids, timeout: float = RUN_TIMEOUT, process: subprocess.Popen, log: Path) -> list:
+    """The flow runs once every one has ended (the worker must stay up meanwhile)."""
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = [client.read_flow_run(run_id) for run_id in flow_run_ids]
+            if all(run.state.is_final() for run in runs):
+                return runs
+            assert process.poll() is None, f"the worker exited:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"{[r.state.name for r in runs]} after {timeout} s:\n{log.read_text()}"
+            time.sleep(1)
+
+
+def wait_for_worker(pool: str, name: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    """Until the worker has told the server it polls the pool."""
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while name not in {w.name for w in client.read_workers_for_work_pool(pool)}:
+            assert process.poll() is None, f"the worker exited:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"no worker {name!r} after {timeout} s:\n{log.read_text()}"
+            time.sleep(0.5)
+
+
+def artifacts_of(flow_run_id) -> dict[str, object]:
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {a.key: a for a in artifacts}
+
+
+def test_a_run_from_the_api_runs_on_the_worker_in_its_clone_one_at_a_time(prefect_api, served, tmp_path):
+    _, env = prefect_api
+    project = make_project(tmp_path / "project", served)
+    env = {**env, "PREFECT_WORKER_QUERY_SECONDS": "1"}  # the worker polls every 10 s by default
+    pool = worker.prepare(project, env)  # what `make worker` does before it starts the worker
+    assert pool == "hotdog"
+    assert worker.ensure_pool(pool) is False  # a second `make worker` finds the pool and keeps it
+    with get_client(sync_client=True) as client:
+        assert client.read_work_pool(pool).type == "process"
+        for name in (PIPELINE, EXPERIMENTS):
+            deployment = client.read_deployment_by_name(name)
+            assert deployment.work_pool_name == pool
+            assert deployment.pull_steps == [{"hotdog.worker.enter_project": {}}]  # no path, no git
+
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        # Its own session, so that it and its flow runs are stopped with it.
+        process = worker.start_worker(project, pool, env, stdout=out, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+    try:
+        name = worker.worker_name(project)
+        wait_for_worker(pool, name, process, log)
+        # Two runs at once, as two clicks on Run make them. The second has a bad key, so it
+        # fails the moment it starts: its start shows whether the worker waited for the first.
+        first = run_deployment(PIPELINE, parameters={}, timeout=0)
+        second = run_deployment(PIPELINE, parameters={"params": {"train.epoch": 2}}, timeout=0)
+        first, second = final_states(first.id, second.id, process=process, log=log)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+    worker_log = log.read_text()
+
+    assert first.state.is_completed(), f"{first.state}\n{worker_log}"
+    assert first.work_pool_name == pool
+    # The worker took it, and ran it as its child: the flow run's output is in the worker's.
+    assert f"Worker '{name}' submitting flow run '{first.id}'" in worker_log
+    assert f"Flow run '{first.name}' - Finished in state Completed()" in worker_log
+    artifacts = artifacts_of(first.id)
+    assert {"hotdog-metrics", "hotdog-report", "hotdog-progress", "hotdog-link-report",
+            "hotdog-link-plots", "hotdog-figures"} <= set(artifacts)
+    # It worked in the worker's clone, which the pull step entered.
+    assert f"({(project / 'reports/report.md').as_uri()})" in artifacts["hotdog-link-report"].data
+    assert ran(sh(project, "dvc", "repro")) == []
+
+    assert second.state.is_failed(), second.state
+    assert "unknown key 'train.epoch'" in second.state.message  # not "another run holds this repo"
+    assert second.start_time >= first.end_time, (second.start_time, first.end_time)
+    assert f"Worker '{name}' submitting flow run '{second.id}'" in worker_log
+
+
+def test_the_pull_step_enters_the_workers_clone_and_says_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.delenv(PROJECT_ENV, raising=False)
+    with pytest.raises(WorkerError, match=f"{PROJECT_ENV} is not set.*make worker"):
+        enter_project()
+    monkeypatch.setenv(PROJECT_ENV, str(tmp_path))
+    with pytest.raises(WorkerError, match="not a clone of the hotdog repo"):
+        enter_project()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(Path(tmp_path.anchor))
+    assert enter_project() == {"directory": str(tmp_path)}
+    assert Path.cwd() == tmp_path
