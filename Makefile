@@ -33,10 +33,15 @@ run: $(VENV)/.installed
 AVX2_CAPS := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
 GENERIC_CAPS := ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41
 
+# Most of the suite waits on subprocesses and servers, so two pytest workers share the two
+# cores well. --dist loadfile keeps a file's tests (and its module fixtures: one Prefect
+# server, one reference run) in one worker, in order.
+PARALLEL := -n 2 --dist loadfile
+
 test: $(VENV)/.installed $(CHROMIUM)
-	$(WITH_VENV) python -m pytest
-	$(WITH_VENV) $(AVX2_CAPS) python -m pytest -m numeric
-	$(WITH_VENV) $(GENERIC_CAPS) python -m pytest -m numeric
+	$(WITH_VENV) python -m pytest $(PARALLEL) --durations=15
+	$(WITH_VENV) $(AVX2_CAPS) python -m pytest $(PARALLEL) -m numeric
+	$(WITH_VENV) $(GENERIC_CAPS) python -m pytest $(PARALLEL) -m numeric
 
 # The edit-test loop: unit tests only, no servers, subprocesses or end-to-end runs.
 test-fast: $(VENV)/.installed

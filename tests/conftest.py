@@ -166,13 +166,19 @@ def prefect_api(tmp_path_factory):
         with temporary_settings(updates={PREFECT_API_URL: api, PREFECT_HOME: str(home)}):
             yield api, {**ENV, "PREFECT_API_URL": api, "PREFECT_HOME": str(home)}
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def stop(process: subprocess.Popen, seconds: float = 30) -> None:
+    """Stop a server a test started: SIGTERM, then SIGKILL if it outlives `seconds`."""
+    process.terminate()
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import ENV, make_project, ran, sh
+from conftest import ENV, make_project, ran, sh, stop
 from dvc.repo import Repo
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
@@ -67,11 +67,7 @@ def s3(tmp_path_factory):
         client.create_bucket(Bucket=BUCKET)  # dvc push does not create one
         yield endpoint, client
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
 
 
 def run(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

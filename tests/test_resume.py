@@ -17,8 +17,6 @@ from hotdog.params import load_params
 from hotdog.resume import ResumeStore
 from stages import _training
 
-pytestmark = pytest.mark.numeric  # bit-for-bit equality; rerun under the ISA caps by make test
-
 TIMING = ("examples_per_sec", "examples_per_sec_wall", "epoch_seconds", "train_seconds")
 
 
@@ -42,6 +40,15 @@ def states(project) -> list[str]:
     return sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
 
 
+def killed_after_epoch_1(project, monkeypatch, epochs: int) -> None:
+    """Train `epochs` with the finetune stage and kill it once epoch 1 is saved."""
+    write_params(project / "params.yaml", {"train.epochs": epochs})
+    with monkeypatch.context() as m:
+        kill_after_saving(m, 1)
+        with pytest.raises(Killed):
+            _training.main("finetune")
+
+
 def kill_after_saving(monkeypatch, epochs_saved: int) -> None:
     saved = []
     original = ResumeStore.save
@@ -55,6 +62,7 @@ def kill_after_saving(monkeypatch, epochs_saved: int) -> None:
     monkeypatch.setattr(ResumeStore, "save", save)
 
 
+@pytest.mark.numeric  # bit for bit, so rerun under the ISA caps by make test
 @pytest.mark.parametrize("run", ["finetune", "scratch"])
 def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(decoded_project, monkeypatch, capsys, run):
     write_params(decoded_project / "params.yaml", {"train.epochs": 3})
@@ -83,11 +91,7 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(decoded_project, 
 
 
 def test_a_state_from_other_params_is_never_used(decoded_project, monkeypatch, capsys):
-    write_params(decoded_project / "params.yaml", {"train.epochs": 2})
-    with monkeypatch.context() as m:
-        kill_after_saving(m, 1)
-        with pytest.raises(Killed):
-            _training.main("finetune")
+    killed_after_epoch_1(decoded_project, monkeypatch, 2)
     [old] = states(decoded_project)
     write_params(decoded_project / "params.yaml", {"train.epochs": 2, "finetune.lr": 1e-4})
     capsys.readouterr()
@@ -99,11 +103,7 @@ def test_a_state_from_other_params_is_never_used(decoded_project, monkeypatch, c
 
 
 def test_a_state_from_other_data_is_never_used(decoded_project, monkeypatch, capsys):
-    write_params(decoded_project / "params.yaml", {"train.epochs": 2})
-    with monkeypatch.context() as m:
-        kill_after_saving(m, 1)
-        with pytest.raises(Killed):
-            _training.main("finetune")
+    killed_after_epoch_1(decoded_project, monkeypatch, 2)
     # Two test images fewer (one split holds at most one corrupt file): another decoded
     # test split, so another key.
     from stages import decode, manifest
@@ -119,11 +119,7 @@ def test_a_state_from_other_data_is_never_used(decoded_project, monkeypatch, cap
 
 
 def test_resume_off_starts_over_and_saves_nothing(decoded_project, monkeypatch, capsys):
-    write_params(decoded_project / "params.yaml", {"train.epochs": 2})
-    with monkeypatch.context() as m:
-        kill_after_saving(m, 1)
-        with pytest.raises(Killed):
-            _training.main("finetune")
+    killed_after_epoch_1(decoded_project, monkeypatch, 2)
     write_params(decoded_project / "params.yaml", {"train.epochs": 2, "runtime.resume": False})
     capsys.readouterr()
     saves = []
@@ -134,11 +130,7 @@ def test_resume_off_starts_over_and_saves_nothing(decoded_project, monkeypatch, 
 
 
 def test_a_run_killed_after_its_last_epoch_only_writes_the_outputs(decoded_project, monkeypatch, capsys):
-    write_params(decoded_project / "params.yaml", {"train.epochs": 1})
-    with monkeypatch.context() as m:
-        kill_after_saving(m, 1)
-        with pytest.raises(Killed):
-            _training.main("finetune")
+    killed_after_epoch_1(decoded_project, monkeypatch, 1)
     capsys.readouterr()
     _training.main("finetune")
     log = capsys.readouterr().out
@@ -149,11 +141,7 @@ def test_a_run_killed_after_its_last_epoch_only_writes_the_outputs(decoded_proje
 
 
 def test_an_unreadable_state_is_dropped(decoded_project, monkeypatch, capsys):
-    write_params(decoded_project / "params.yaml", {"train.epochs": 2})
-    with monkeypatch.context() as m:
-        kill_after_saving(m, 1)
-        with pytest.raises(Killed):
-            _training.main("finetune")
+    killed_after_epoch_1(decoded_project, monkeypatch, 2)
     [name] = states(decoded_project)
     (decoded_project / ".hotdog/resume" / name).write_bytes(b"torn")
     capsys.readouterr()
