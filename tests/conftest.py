@@ -174,11 +174,15 @@ def prefect_api(tmp_path_factory):
                 os.environ[key] = value
 
 
-def stop(process: subprocess.Popen, seconds: float = 30) -> None:
-    """Stop a server a test started: SIGTERM, then SIGKILL if it outlives `seconds`."""
-    process.terminate()
+def stop(process: subprocess.Popen, seconds: float = 30, group: bool = False) -> None:
+    """Stop a server a test started: SIGTERM, then SIGKILL if it outlives `seconds`. With
+    `group`, its whole process group (one started with start_new_session=True)."""
+    import signal
+
+    send = (lambda sig: os.killpg(process.pid, sig)) if group else process.send_signal
+    send(signal.SIGTERM)
     try:
         process.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
-        process.kill()
+        send(signal.SIGKILL)
         process.wait()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ENV, make_project, ran, sh
+from conftest import ENV, make_project, ran, sh, stop
 from playwright.sync_api import sync_playwright
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -78,11 +78,7 @@ def ui(served, tmp_path_factory):
         with temporary_settings(updates={PREFECT_API_URL: api}):
             yield api, project
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop(process, group=True)
 
 
 @pytest.fixture(scope="module")

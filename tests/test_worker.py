@@ -3,14 +3,12 @@ prefect_api), with runs started through the API as the UI's Run button starts th
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import make_project, ran, sh
+from conftest import make_project, ran, sh, stop
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
@@ -81,11 +79,7 @@ def test_a_run_from_the_api_runs_on_the_worker_in_its_clone_one_at_a_time(prefec
         second = run_deployment(PIPELINE, parameters={"params": {"train.epoch": 2}}, timeout=0)
         first, second = final_states(first.id, second.id, process=process, log=log)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop(process, group=True)
     worker_log = log.read_text()
 
     assert first.state.is_completed(), f"{first.state}\n{worker_log}"
