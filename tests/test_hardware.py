@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from hotdog.errors import StageError
-from hotdog.hardware import autocast, cpu_flags, cpu_has_bf16, pick_device, pick_precision
+from hotdog.hardware import (
+    autocast,
+    configure_backends,
+    cpu_flags,
+    cpu_has_bf16,
+    pick_device,
+    pick_precision,
+)
 
 pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test
 
@@ -101,3 +108,11 @@ def test_this_run_uses_the_isa_it_was_asked_for():
     assert aten == asked.upper() if asked else aten in ("AVX2", "AVX512")
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
     assert onednn == ONEDNN_NAMES[cap] if cap else ("AVX2" in onednn or "AVX-512" in onednn)
+
+
+def test_cuda_backends_keep_the_autotuner_off(monkeypatch):
+    # cuDNN's autotuner made two identical H200 runs differ (benchmarks/RESULTS.md); a library
+    # that turned it on before the stage must not leave it on.
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    configure_backends(torch.device("cuda"))
+    assert torch.backends.cudnn.benchmark is False
