@@ -8,6 +8,7 @@ the response goes out.
 from __future__ import annotations
 
 import re
+import socket
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,18 @@ from typing import Iterator
 from urllib.parse import unquote, urlparse
 
 _RANGE = re.compile(r"bytes=(\d+)-")
+# Debian's Chromium for the browser tests (Playwright never downloads one here). As root, in
+# a sandbox with no network: no sandbox, no GPU, no background traffic.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from conftest import REPO, write_params
+from servers import free_port
 from synthetic import dataset_files, write_tree, write_weights
 from torch import nn
 
@@ -23,12 +23,6 @@ from hotdog.train import train_one_epoch
 
 LR = 0.01
 SIZE = 64  # layer4 is 2x2 here, so BatchNorm trains on a share of one image too
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def global_batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:

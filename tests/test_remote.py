@@ -22,6 +22,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.sorting import FlowRunSort
 from ruamel.yaml import YAML
+from servers import free_port
 
 from flows.pipeline import NO_REMOTE, STAGES, PushFailed, parse_args, push_outputs
 
@@ -35,12 +36,6 @@ NO_KEYS = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true
 def without_aws(env: dict[str, str]) -> dict[str, str]:
     """env with no AWS_* variable but NO_KEYS: the machine's own settings stay out of the test."""
     return {**{k: v for k, v in env.items() if not k.startswith("AWS_")}, **NO_KEYS}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
