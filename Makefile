@@ -9,13 +9,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Stage commands say `python -m stages.<name>`: the venv's bin goes first on PATH.
 WITH_VENV := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: run test test-fast ui worker bench experiments clean-venv
+.PHONY: run test test-fast ui worker demo bench experiments clean-venv
 
 # The venv is rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[test,s3]'
+	# --no-compile: Python compiles what it imports on first use; byte-compiling all of torch
+	# up front took a minute of the venv's 2.5 here.
+	$(BIN)/python -m pip install --no-compile -e '.[test,s3]'
 	touch $@
 
 $(CHROMIUM):
@@ -55,6 +57,12 @@ ui: $(VENV)/.installed
 # time. Uses the server at PREFECT_API_URL, or starts a local one as `make ui` does.
 worker: $(VENV)/.installed
 	$(WITH_VENV) hotdog worker
+
+# A page on http://127.0.0.1:8000/ to try a photo on both trained models (after make run).
+# Elsewhere: make demo DEMO_ARGS="--port 8080 --model finetune"
+DEMO_ARGS ?=
+demo: $(VENV)/.installed
+	$(WITH_VENV) hotdog demo $(DEMO_ARGS)
 
 # The seed's code against the finetune stage; after `make run`, on the real data.
 # Elsewhere: make bench BENCH_ARGS="--data /tmp/benchdata --weights w.pth"

@@ -12,8 +12,9 @@
 # Knobs (for a smoke run on a CPU): PYTHON, GPU_CHECK_ARGS ("images size batch" for
 # cuda_check), GPU_BENCH_TRAIN and GPU_BENCH_TEST (images per class), GPU_BENCH_EPOCHS,
 # GPU_BENCH_WORK (scratch folder), GPU_BENCH_RESULTS.
-# The device image has torch, torchvision, pyarrow, pillow and tqdm, but not pydantic or
-# ruamel.yaml; the pins below are the versions this project's venv resolves to.
+# The device image has torch, torchvision, pyarrow, pillow and tqdm, but not pydantic,
+# ruamel.yaml or the demo page's fastapi and uvicorn; the pins below are the versions this
+# project's venv resolves to.
 set -euo pipefail
 
 if [ "${1:-}" = wheels ]; then
@@ -22,7 +23,9 @@ if [ "${1:-}" = wheels ]; then
   exec python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -d .whl pydantic==2.14.4 pydantic_core==2.50.5 \
-    annotated-types==0.8.0 typing-inspection==0.4.5 typing_extensions==4.16.0 ruamel.yaml==0.19.1
+    annotated-types==0.8.0 typing-inspection==0.4.5 typing_extensions==4.16.0 ruamel.yaml==0.19.1 \
+    fastapi==0.150.0 starlette==1.10.0 uvicorn==0.54.0 anyio==4.16.0 idna==3.20 h11==0.16.0 click==8.5.1 \
+    annotated-doc==0.0.7 opentelemetry-api==1.45.2
 fi
 
 PYTHON=${PYTHON:-python3}

@@ -17,16 +17,19 @@ def main() -> None:
 
         from flows.experiments import hotdog_experiments
         from flows.pipeline import hotdog_pipeline
+        from flows.predict import hotdog_predict
 
         ui = api_url.rstrip("/").removesuffix("/api")
-        print(f"Prefect UI: {ui}  (Deployments -> hotdog-pipeline or hotdog-experiments -> {DEPLOYMENT} -> Run)",
-              flush=True)
+        print(f"Prefect UI: {ui}  (Deployments -> hotdog-pipeline, hotdog-experiments or hotdog-predict -> "
+              f"{DEPLOYMENT} -> Run)", flush=True)
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             # limit=1 across both: two runs at once would collide on DVC's repo lock.
             serve(hotdog_pipeline.to_deployment(name=DEPLOYMENT, description="The hotdog DVC pipeline, one task "
                                                                              "per stage"),
                   hotdog_experiments.to_deployment(name=DEPLOYMENT, description="The chapter's exercises as DVC "
                                                                                 "experiments, compared"),
+                  hotdog_predict.to_deployment(name=DEPLOYMENT, description="Score a folder of photos or a list "
+                                                                            "of URLs with a trained model"),
                   limit=1)
 
 

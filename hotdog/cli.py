@@ -8,6 +8,8 @@ from importlib import import_module
 
 # subcommand -> (module with main(argv), what it does)
 COMMANDS = {
+    "predict": ("hotdog.predict", "classify photos (files, folders, URLs) with the trained models"),
+    "demo": ("hotdog.demo", "a local page: drop a photo, see both models' verdicts (make demo)"),
     "experiments": ("hotdog.experiments", "run the chapter's exercises as DVC experiments, and compare them"),
     "make-data": ("hotdog.make_data", "write a photo-sized synthetic stand-in for the hotdog folder"),
     "cuda-check": ("hotdog.cuda_check", "check the CUDA training paths against the CPU's"),

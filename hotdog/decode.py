@@ -18,17 +18,22 @@ from hotdog.schema import DECODED, write_arrow
 BATCH_ROWS = 64
 
 
+def rgb_pixels(img: Image.Image, short_side: int) -> np.ndarray:
+    """HWC uint8 RGB pixels of an open image, its shorter side resized: the first half of
+    the test transform (data.eval_view is the second), shared with hotdog.predict."""
+    return np.asarray(F.resize(img.convert("RGB"), short_side, antialias=True), dtype=np.uint8)
+
+
 def decode_image(path: Path, short_side: int) -> tuple[int, int, bytes]:
     """(height, width, HWC uint8 RGB bytes) of one image, its shorter side resized."""
     try:
         with Image.open(path) as img:
-            rgb = F.resize(img.convert("RGB"), short_side, antialias=True)
+            pixels = rgb_pixels(img, short_side)
     except Exception as err:  # PIL raises many types for bad input
         # The manifest's cheap check (hotdog/manifest.py: check_pixels) lets through a
         # file whose checksums hold but whose pixels do not decode. Rare: say which one.
         raise StageError(f"{path} passed the manifest's check but does not decode "
                          f"({type(err).__name__}: {err}); replace it in the data set and re-run `dvc repro`") from None
-    pixels = np.asarray(rgb, dtype=np.uint8)
     return pixels.shape[0], pixels.shape[1], pixels.tobytes()
 
 

@@ -33,14 +33,17 @@ def load_trained(path: Path, fix: str) -> tuple[nn.Module, dict]:
 
 
 @torch.inference_mode()
+def forward(model: nn.Module, views: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
+    """fp32 logits (on `device`) of one batch of uint8 NCHW test views; `model` is on `device`."""
+    model.eval()
+    x = normalize(views.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+    with autocast(device, precision):
+        return model(x).float()
+
+
 def predict(model: nn.Module, views: EvalViews, batch_size: int, device: torch.device,
             precision: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(fp32 logits, labels) on the CPU for every view, in order."""
-    model.eval()
-    all_logits = []
-    for x, _ in views.batches(batch_size):
-        x = normalize(x.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            all_logits.append(model(x).float())
+    all_logits = [forward(model, x, device, precision) for x, _ in views.batches(batch_size)]
     logits = torch.cat(all_logits) if all_logits else torch.empty(0, 2)
     return logits.cpu(), views.labels.cpu()

@@ -119,6 +119,8 @@ class Paths(Section):
     models: Path
     metrics: Path
     reports: Path
+    # Answers for new photos from the hotdog-predict flow: no DVC output.
+    scored: Path
     # Working state that is no DVC output: resumable training states and the run lock.
     state: Path
 

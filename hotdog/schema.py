@@ -37,6 +37,20 @@ PREDICTIONS = pa.schema(
     ]
 )
 
+# hotdog.predict's answers for new images (`hotdog predict --out`, the hotdog-predict flow):
+# one row per image and model, named as the manifest names a class. An image that could not
+# be scored keeps its row, with the error and no prediction.
+SCORED = pa.schema(
+    [
+        pa.field("path", pa.string(), nullable=False),  # as given: a path or an http(s) URL
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("predicted", pa.int64()),  # index into params.CLASSES
+        pa.field("class_name", pa.string()),
+        pa.field("prob_hotdog", pa.float32()),
+        pa.field("error", pa.string()),
+    ]
+)
+
 # Decoded images, one row per manifest row in the same order: uint8 RGB pixels (HWC),
 # resized so the shorter side is the test resize. Written as an Arrow IPC file, which
 # is memory-mapped when read, so a stage pays no copy to use it.
@@ -52,7 +66,7 @@ DECODED = pa.schema(
 
 # Which columns a table's rows are sorted by: sorted rows make the file byte-identical
 # for the same input, so DVC's hashes only move when the content does.
-SORT_KEYS = {id(MANIFEST): ["path"], id(PREDICTIONS): ["model", "path"]}
+SORT_KEYS = {id(MANIFEST): ["path"], id(PREDICTIONS): ["model", "path"], id(SCORED): ["model", "path"]}
 
 
 def sort_rows(table: pa.Table, schema: pa.Schema) -> pa.Table:

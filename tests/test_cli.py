@@ -19,7 +19,7 @@ def test_make_data_writes_a_photo_sized_stand_in(tmp_path, capsys):
 
 
 def test_an_unknown_command_is_one_error_with_the_usage():
-    with pytest.raises(SystemExit, match=r"error: hotdog: unknown command 'predcit'\nusage: hotdog \{experiments"):
+    with pytest.raises(SystemExit, match=r"error: hotdog: unknown command 'predcit'\nusage: hotdog \{predict,demo,experiments"):
         main(["predcit"])
 
 
@@ -27,4 +27,4 @@ def test_an_unknown_command_is_one_error_with_the_usage():
 def test_the_console_script_is_installed():
     script = Path(sys.executable).parent / "hotdog"
     run = subprocess.run([script, "--help"], capture_output=True, text=True)
-    assert run.returncode == 0 and "cuda-check" in run.stdout
+    assert run.returncode == 0 and "cuda-check" in run.stdout and "predict" in run.stdout

@@ -7,13 +7,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import psutil
+import pyarrow.parquet as pq
 import pytest
 from conftest import ENV, make_project, ran, sh, stop
 from playwright.sync_api import sync_playwright
@@ -28,22 +28,14 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelling
+from servers import CHROMIUM, CHROMIUM_ARGS, free_port, serve_directory
 
 from flows.pipeline import STAGES, hotdog_pipeline
 
 pytestmark = pytest.mark.slow
-CHROMIUM = "/usr/bin/chromium"
-# As root, in a sandbox with no network: no sandbox, no GPU, no background traffic.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DEPLOYMENT = "hotdog-pipeline/local"
 EXPERIMENTS = "hotdog-experiments/local"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+PREDICT = "hotdog-predict/local"
 
 
 def wait_for_deployment(api: str, ui: subprocess.Popen, log: Path, timeout: float = 180) -> None:
@@ -55,6 +47,7 @@ def wait_for_deployment(api: str, ui: subprocess.Popen, log: Path, timeout: floa
             try:
                 client.read_deployment_by_name(DEPLOYMENT)
                 client.read_deployment_by_name(EXPERIMENTS)
+                client.read_deployment_by_name(PREDICT)
                 return
             except Exception:  # not up yet, or not registered yet
                 time.sleep(1)
@@ -78,7 +71,8 @@ def ui(served, tmp_path_factory):
         with temporary_settings(updates={PREFECT_API_URL: api}):
             yield api, project
     finally:
-        stop(process, group=True)
+        # The served flows and the server keep nothing a test needs: 5 s, then SIGKILL.
+        stop(process, seconds=5, group=True)
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +219,37 @@ def test_a_wrong_sha1_fails_at_once_and_stops_the_flow(ui, served, tmp_path):
     assert not (project / "data" / "hotdog").exists()
 
 
+def test_the_predict_deployment_scores_a_folder_and_urls(ui_run, tmp_path):
+    """hotdog-predict, run through the API as the UI's Run button does, on the trained
+    project: every image in the Parquet file and in the counts, the corrupt one as an error."""
+    _, project, _ = ui_run
+    folder = project / "data/hotdog/test"
+    images = sorted(p for p in folder.rglob("*") if p.is_file())
+    shutil.copy(images[0], tmp_path / "lunch.png")
+    bad = run_deployment(PREDICT, parameters={}, timeout=300, poll_interval=2)
+    assert bad.state.is_failed() and "nothing to score" in bad.state.message
+    with serve_directory(tmp_path) as base:
+        flow_run = run_deployment(PREDICT, parameters={"folder": "data/hotdog/test", "urls": [f"{base}/lunch.png"],
+                                                       "precision": "fp32"},
+                                  timeout=600, poll_interval=2)
+    assert flow_run.state.is_completed(), flow_run.state
+    written = project / "scored" / f"{flow_run.name}.parquet"
+    rows = pq.read_table(written).to_pylist()
+    assert sorted(r["path"] for r in rows) == sorted([*map(str, images), f"{base}/lunch.png"])
+    errors = [r for r in rows if r["error"]]
+    assert [Path(r["path"]).name for r in errors] == ["1000.png"]  # the synthetic set's corrupt image
+    artifacts = artifacts_of(flow_run.id)
+    counts = json.loads(artifacts["hotdog-predict-counts"].data)
+    assert sum(row["images"] for row in counts) == len(images) + 1
+    assert {row["class"]: row["images"] for row in counts}.get("error") == 1
+    confident = json.loads(artifacts["hotdog-predict-confidence"].data)
+    good = len(rows) - 1
+    assert [r["confidence"] for r in confident] == ["most"] * min(10, good) + ["least"] * min(10, good)
+    assert confident[0]["image"] in {*(str(p.relative_to(folder)) for p in images), f"{base}/lunch.png"}
+    assert artifacts["hotdog-predict-progress"].data == 100.0
+    assert f"({written.as_uri()})" in artifacts["hotdog-predict-file"].data
+
+
 def test_the_experiments_deployment_runs_them_and_tabulates_them(ui_run):
     # Last in this module: it commits the served project, which DVC's experiments need.
     _, project, _ = ui_run
@@ -236,14 +261,15 @@ def test_the_experiments_deployment_runs_them_and_tabulates_them(ui_run):
     assert bad.state.is_failed() and "experiment 'typo'" in bad.state.message
     assert "unknown key 'finetune.lrr'" in bad.state.message and task_runs_of(bad.id) == {}
 
-    two = {"freeze-body": {"finetune.freeze_body": True}, "head": {"finetune.head_init": "imagenet-hotdog"}}
-    flow_run = run_deployment(EXPERIMENTS, parameters={"experiments": two, "sizes": {"train.epochs": 1}},
+    # One experiment: tests/test_experiments.py runs a whole set, grids and failures included.
+    one = {"freeze-body": {"finetune.freeze_body": True}}
+    flow_run = run_deployment(EXPERIMENTS, parameters={"experiments": one, "sizes": {"train.epochs": 1}},
                               timeout=900, poll_interval=2)
     assert flow_run.state.is_completed(), flow_run.state
     table = json.loads(artifacts_of(flow_run.id)["hotdog-experiments"].data)
-    assert sorted(row["experiment"] for row in table) == ["freeze-body", "head"]
-    assert {row["params changed"] for row in table} == {"finetune.freeze_body=true", "finetune.head_init=imagenet-hotdog"}
-    logs = logs_with(flow_run.id, "Reproducing experiment 'head'")
+    assert [(row["experiment"], row["params changed"]) for row in table] == [("freeze-body",
+                                                                              "finetune.freeze_body=true")]
+    logs = logs_with(flow_run.id, "Reproducing experiment 'freeze-body'")
     assert any("body frozen (fc only)" in line for line in logs)  # the stages' own lines, live
     assert (project / "params.yaml").read_bytes() == before
 
