@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ENV, REPO, make_project, sh
+from conftest import ENV, REPO, copy_run, sh
 
 from hotdog.experiments import (
     Experiment,
@@ -138,11 +138,8 @@ def hotdog_command(project: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_make_experiments_end_to_end(served, tmp_path):
-    project = make_project(tmp_path / "project", served)
-    sh(project, "dvc", "repro")
-    sh(project, "git", "add", "-A")
-    sh(project, "git", "commit", "-qm", "baseline")
+def test_make_experiments_end_to_end(pipeline_run, tmp_path):
+    project = copy_run(pipeline_run, tmp_path / "project")  # run and committed: the baseline
     # A grid (named as DVC names it) whose second value is the baseline's, so only its first
     # trains (DVC restores the second from its cache), and one whose manifest stage fails: the
     # synthetic data holds a corrupt image per split, more than a fraction of 0 allows.

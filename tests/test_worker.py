@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_project, ran, sh, stop
+from conftest import copy_run, ran, sh, stop
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
@@ -51,9 +51,11 @@ def artifacts_of(flow_run_id) -> dict[str, object]:
     return {a.key: a for a in artifacts}
 
 
-def test_a_run_from_the_api_runs_on_the_worker_in_its_clone_one_at_a_time(prefect_api, served, tmp_path):
+def test_a_run_from_the_api_runs_on_the_worker_in_its_clone_one_at_a_time(prefect_api, pipeline_run, tmp_path):
     _, env = prefect_api
-    project = make_project(tmp_path / "project", served)
+    # A finished run: the worker's flow run finds every stage current (tests/test_flow.py
+    # has flow runs that train), so what is tested here is where and when it runs.
+    project = copy_run(pipeline_run, tmp_path / "project")
     env = {**env, "PREFECT_WORKER_QUERY_SECONDS": "1"}  # the worker polls every 10 s by default
     pool = worker.prepare(project, env)  # what `make worker` does before it starts the worker
     assert pool == "hotdog"
