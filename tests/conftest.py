@@ -32,20 +32,6 @@ def pytest_report_header(config) -> list[str]:
             f"ATen capability {torch.backends.cpu.get_cpu_capability()}; ISA caps: {caps}"]
 
 
-# Test files by how long they take, longest first (`make test` prints the slowest tests;
-# measured 2026-11-30 on the 2-core Zen 3). With two workers taking one file at a time, a
-# long file started last runs alone at the end; started first, it runs beside the rest.
-LONGEST_FIRST = ("test_flow.py", "test_faults.py", "test_remote.py", "test_worker.py", "test_experiments.py",
-                 "test_pipeline.py", "test_ddp.py", "test_predict.py", "test_bad_inputs.py", "test_resume.py",
-                 "test_train.py", "test_bench.py")
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    """Files in LONGEST_FIRST's order, then the rest as collected; each file's tests keep theirs."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
 # The shrunk config every training test starts from (lightning-hydra-template's idea):
 # 32 px, 1 epoch, tiny batches, CPU, fp32 unless a test asks otherwise. Precision is
 # pinned: `auto` would run bf16 on one CPU and fp32 on another.
@@ -204,11 +190,12 @@ def copy_run(run: PipelineRun, dest: Path) -> Path:
     return dest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory):
     """A real Prefect server on a free loopback port, with its own PREFECT_HOME, for the
     tests that need one beside `make ui`'s (tests/test_flow.py starts that one itself):
-    (api url, the environment for subprocesses that should use it)."""
+    (api url, the environment for subprocesses that should use it). One per test file: an
+    idle server still takes a tenth of a core, which a session-long one would hold to the end."""
     import socket
 
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings

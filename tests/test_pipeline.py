@@ -1,4 +1,6 @@
-"""The real `dvc repro` of the whole pipeline on a synthetic hotdog.zip served from 127.0.0.1."""
+"""The real `dvc repro` of the whole pipeline on a synthetic hotdog.zip and stand-in weights
+(conftest's pipeline_run, which the tests that start from a finished run share; the flow
+run of tests/test_flow.py fetches the same files over HTTP from 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -9,17 +11,16 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import make_project, ran, served_overrides, sh, write_params
+from conftest import copy_run, ran, sh, write_params
 from PIL import Image
 
 pytestmark = pytest.mark.slow
 
 
-def test_dvc_repro_end_to_end(served, tmp_path):
-    project = make_project(tmp_path / "project", served)
-
-    first = sh(project, "dvc", "repro")
-    assert ran(first) == ["download", "weights", "manifest", "decode", "finetune", "scratch", "evaluate", "report"]
+def test_dvc_repro_end_to_end(pipeline_run, tmp_path):
+    assert ran(pipeline_run.output) == ["download", "weights", "manifest", "decode", "finetune", "scratch",
+                                        "evaluate", "report"]
+    project = copy_run(pipeline_run, tmp_path / "project")  # committed after that first run
     check_outputs(project)
 
     second = sh(project, "dvc", "repro")
@@ -28,18 +29,17 @@ def test_dvc_repro_end_to_end(served, tmp_path):
 
     # A runtime knob changes no result, so nothing is stale; a comment in the training
     # loop makes both training stages stale, and evaluate only through their outputs.
-    write_params(project / "params.yaml", {**served_overrides(served), "runtime.num_workers": 2})
+    write_params(project / "params.yaml", {**pipeline_run.overrides, "runtime.num_workers": 2})
     assert "Data and pipelines are up to date" in sh(project, "dvc", "status")
     loop = project / "hotdog/train.py"
     original = loop.read_text()
     loop.write_text(original + "# a comment\n")
     assert set(json.loads(sh(project, "dvc", "status", "--json"))) == {"finetune", "scratch"}
     loop.write_text(original)
-    write_params(project / "params.yaml", served_overrides(served))
+    write_params(project / "params.yaml", pipeline_run.overrides)
+    assert sh(project, "git", "status", "--porcelain") == ""  # as the first run's commit has it
 
-    sh(project, "git", "add", "-A")
-    sh(project, "git", "commit", "-qm", "first run")
-    write_params(project / "params.yaml", {**served_overrides(served), "scratch.lr": 0.05})
+    write_params(project / "params.yaml", {**pipeline_run.overrides, "scratch.lr": 0.05})
     third = sh(project, "dvc", "repro")
     assert ran(third) == ["scratch", "evaluate", "report"]
     sh(project, "git", "add", "-A")
