@@ -143,6 +143,9 @@ def test_a_run_from_the_ui_completes_with_its_artifacts(ui_run, tmp_path):
         page.goto(page_url)
         page.get_by_text("Completed").first.wait_for(timeout=60_000)
         page.get_by_text(f"{len(STAGES)} Task runs").first.wait_for(timeout=30_000)  # loads later
+        # The page re-renders as its parts load: read it once it shows the state and the flow.
+        page.wait_for_function("document.body.innerText.includes('Completed') && "
+                               "document.body.innerText.includes('hotdog-pipeline')", timeout=30_000)
         run_page = page.inner_text("body")
         page.get_by_text("Artifacts", exact=True).click()
         page.get_by_text("hotdog-metrics").first.wait_for(timeout=30_000)
