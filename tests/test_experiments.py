@@ -140,10 +140,10 @@ def hotdog_command(project: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_make_experiments_end_to_end(pipeline_run, tmp_path):
     project = copy_run(pipeline_run, tmp_path / "project")  # run and committed: the baseline
-    # A grid (named as DVC names it) whose second value is the baseline's, so only its first
-    # trains (DVC restores the second from its cache), and one whose manifest stage fails: the
+    # freeze-body, a grid (named as DVC names it), and one whose manifest stage fails: the
     # synthetic data holds a corrupt image per split, more than a fraction of 0 allows.
-    (project / "set.yaml").write_text("freeze:\n  finetune.freeze_body: [true, false]\n"
+    (project / "set.yaml").write_text("freeze-body:\n  finetune.freeze_body: true\n"
+                                      "lr:\n  finetune.lr: [1.0e-4, 2.0e-4]\n"
                                       "strict:\n  manifest.max_reject_fraction: 0.0\n")
     before = (project / "params.yaml").read_bytes()
     bad = hotdog_command(project, "experiments", "run", "--file", "set.yaml", "-S", "train.epoch=1")
@@ -156,20 +156,19 @@ def test_make_experiments_end_to_end(pipeline_run, tmp_path):
     assert (project / "params.yaml").read_bytes() == before  # the workspace is left as it was
     _, found = experiments_of(json.loads(sh(project, "dvc", "exp", "show", "--json")))
     by_name = {e.name: e for e in found}
-    assert {n: e.state for n, e in by_name.items()} == {"freeze-1": "success", "freeze-2": "success",
-                                                         "strict": "failed"}
-    assert (by_name["freeze-1"].params["finetune.freeze_body"], by_name["freeze-2"].params["finetune.freeze_body"]) \
-        == (True, False)
-    frozen = by_name["freeze-1"].metrics["metrics/evaluate.json"]
+    assert set(by_name) == {"freeze-body", "lr-1", "lr-2", "strict"}
+    assert {n: e.state for n, e in by_name.items()} == {"freeze-body": "success", "lr-1": "success",
+                                                         "lr-2": "success", "strict": "failed"}
+    assert by_name["freeze-body"].params["finetune.freeze_body"] is True
+    assert (by_name["lr-1"].params["finetune.lr"], by_name["lr-2"].params["finetune.lr"]) == (1e-4, 2e-4)
+    frozen = by_name["freeze-body"].metrics["metrics/evaluate.json"]
     assert 0 <= frozen["finetune"]["balanced_accuracy"] <= 1 and frozen["finetune"]["majority_accuracy"] == 0.5
-    baseline = json.loads((project / "metrics/evaluate.json").read_text())
-    assert by_name["freeze-2"].metrics["metrics/evaluate.json"] == baseline
     table = (project / "reports/experiments.md").read_text()
-    assert "| freeze-1 | finetune.freeze_body=true |" in table and "| freeze-2 | (baseline params) |" in table
+    assert "| freeze-body | finetune.freeze_body=true |" in table and "| lr-2 | finetune.lr=0.0002 |" in table
     assert "| strict | manifest.max_reject_fraction=0.0 | failed" in table
     assert (project / "reports/experiments.png").stat().st_size > 10_000
 
-    sh(project, "dvc", "exp", "apply", "freeze-1")
+    sh(project, "dvc", "exp", "apply", "freeze-body")
     assert "freeze_body: true" in (project / "params.yaml").read_text()
     assert json.loads((project / "metrics/evaluate.json").read_text()) == frozen
 
