@@ -12,10 +12,14 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+import limits  # noqa: F401  (first: it marks this process's environment, which ENV below copies)
 import pytest
 from ruamel.yaml import YAML
 from servers import serve_directory
 from synthetic import dataset_files, write_tree, write_weights, write_zip
+
+# The lanes (what makes a test slow) and the time limits: tests/lanes.py, tests/limits.py.
+pytest_plugins = ("lanes", "limits", "pytester")
 
 REPO = Path(__file__).resolve().parents[1]
 ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")

@@ -309,7 +309,6 @@ def test_table_stages_stop_cleanly_when_the_disk_fills(tiny_project: Path, stage
     assert left_behind(tiny_project, output) == []
 
 
-@pytest.mark.slow  # trains one tiny epoch
 def test_training_stops_cleanly_when_the_checkpoint_does_not_fit(decoded_project: Path) -> None:
     # No resumable state either: the first large write is then the checkpoint (~45 MB).
     write_params(decoded_project / "params.yaml", {"runtime.resume": False})

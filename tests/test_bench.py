@@ -38,7 +38,6 @@ def test_bench_names_missing_inputs(tmp_path):
         bench.main(["--data", str(tmp_path / "nothing"), "--weights", str(tmp_path / "w.pth")])
 
 
-@pytest.mark.slow
 def test_the_gpu_script_runs_through_on_the_cpu(tmp_path):
     # The script the device machine runs (benchmarks/gpu.sh), shrunk by its knobs: its
     # CUDA checks fall back to CPU-vs-CPU here, so this proves the plumbing, not the speed.

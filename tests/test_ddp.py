@@ -89,7 +89,6 @@ def two_process_steps(tmp_path_factory) -> dict:
     return torch.load(out, weights_only=True)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("n", [6, 1], ids=["three-each", "one-share-empty"])
 def test_a_step_over_two_processes_sums_the_gradients_of_the_global_batch(two_process_steps, n):
     got = two_process_steps[str(n)]
@@ -121,7 +120,6 @@ def test_process_count_and_shares():
     assert distributed.share(torch.arange(1), distributed.Shard(1, 2)).tolist() == []
 
 
-@pytest.mark.slow
 def test_the_finetune_stage_trains_in_two_gloo_processes(tmp_path):
     project = tmp_path
     write_tree(project / "data", dataset_files({"train": 8, "test": 4}, corrupt=1))

@@ -40,7 +40,6 @@ def test_events_are_written_only_when_asked(capsys, monkeypatch):
     assert events.parse(capsys.readouterr().out.strip()) == events.Started(stage="x")
 
 
-@pytest.mark.slow
 def test_a_failing_stage_says_so_in_one_event(tmp_path):
     write_params(tmp_path / "params.yaml", {"train.epochs": "five"})
     run = subprocess.run([sys.executable, "-m", "stages.scratch"], cwd=tmp_path, capture_output=True, text=True,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ENV, REPO, copy_run, sh
+from limits import E2E
 
 from hotdog.experiments import (
     Experiment,
@@ -137,7 +138,7 @@ def hotdog_command(project: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
-@pytest.mark.slow
+@pytest.mark.timeout(E2E)
 def test_make_experiments_end_to_end(pipeline_run, tmp_path):
     project = copy_run(pipeline_run, tmp_path / "project")  # run and committed: the baseline
     # freeze-body, a grid (named as DVC names it), and one whose manifest stage fails: the

@@ -18,9 +18,10 @@ import psutil
 import pytest
 import torch
 from conftest import ENV, copy_run, ran, sh, write_params
+from limits import E2E
 from ruamel.yaml import YAML
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.timeout(E2E)  # whole pipeline runs, through dvc or Prefect
 EPOCHS = 6
 TIMING = ("examples_per_sec", "examples_per_sec_wall", "epoch_seconds", "train_seconds")
 

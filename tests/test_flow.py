@@ -16,6 +16,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 from conftest import ENV, make_project, ran, sh, stop
+from limits import E2E
 from playwright.sync_api import sync_playwright
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -32,7 +33,7 @@ from servers import CHROMIUM, CHROMIUM_ARGS, free_port, serve_directory
 
 from flows.pipeline import STAGES, hotdog_pipeline
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.timeout(E2E)  # whole pipeline runs, through dvc or Prefect
 DEPLOYMENT = "hotdog-pipeline/local"
 EXPERIMENTS = "hotdog-experiments/local"
 PREDICT = "hotdog-predict/local"

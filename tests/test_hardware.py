@@ -87,7 +87,6 @@ def isa_in_effect(env: dict) -> tuple[str, str]:
     return re.search(r"^aten (\w+)$", run.stdout, re.M)[1], re.search(r",isa:([^,\n]+)", run.stdout)[1]
 
 
-@pytest.mark.slow  # a fresh Python per probe
 def test_the_avx2_caps_take_effect():
     # make test reruns the numeric tests under these caps, so that a green run on an AMX
     # or AVX-512 machine also means green on an AVX2-only one; they must really apply.
@@ -98,7 +97,6 @@ def test_the_avx2_caps_take_effect():
 ONEDNN_NAMES = {"AVX2": "Intel AVX2", "SSE41": "Intel SSE4.1"}  # ONEDNN_MAX_CPU_ISA -> its log name
 
 
-@pytest.mark.slow  # a fresh Python per probe
 def test_this_run_uses_the_isa_it_was_asked_for():
     # make test's later lanes set the caps in the environment (Makefile); its first sets
     # none, and then both libraries must use at least AVX2, which every machine here has.

@@ -93,7 +93,6 @@ def test_a_stage_reaches_only_what_it_declares(tmp_path):
         load_params("train.image_sise", path=path)
 
 
-@pytest.mark.slow
 def test_stage_exits_with_one_line(tmp_path):
     write_params(tmp_path / "params.yaml", {"train.epochs": "five"})
     run = subprocess.run([sys.executable, "-m", "stages.scratch"], cwd=tmp_path, capture_output=True,

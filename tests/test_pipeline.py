@@ -12,9 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import copy_run, ran, sh, write_params
+from limits import E2E
 from PIL import Image
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.timeout(E2E)  # whole pipeline runs, through dvc or Prefect
 
 
 def test_dvc_repro_end_to_end(pipeline_run, tmp_path):

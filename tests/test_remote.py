@@ -18,6 +18,7 @@ import boto3
 import pytest
 from conftest import ENV, copy_run, ran, sh, stop
 from dvc.repo import Repo
+from limits import E2E
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.sorting import FlowRunSort
@@ -116,7 +117,6 @@ def test_a_push_with_no_remote_fails_before_dvc_runs(tmp_path):
     assert lines == []  # the config said so; no dvc was started
 
 
-@pytest.mark.slow
 def test_a_push_without_credentials_fails_with_what_to_set(s3, tmp_path, monkeypatch):
     endpoint, _ = s3
     Repo.init(str(tmp_path), no_scm=True).close()
@@ -138,7 +138,7 @@ def test_a_push_without_credentials_fails_with_what_to_set(s3, tmp_path, monkeyp
     assert any(line.startswith("ERROR: ") for line in lines)  # dvc's own words reached the log
 
 
-@pytest.mark.slow
+@pytest.mark.timeout(E2E)
 def test_a_clone_pulls_what_the_flow_pushed_and_has_nothing_to_run(s3, pipeline_run, prefect_api, tmp_path):
     endpoint, client = s3
     _, prefect_env = prefect_api

@@ -111,7 +111,6 @@ def built(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 # ---------------------------------------------------------------- the stage end to end
 
 
-@pytest.mark.slow  # a subprocess per stage run
 def test_stage_writes_report_and_figures(built):
     root, proc = built
     assert proc.returncode == 0, proc.stderr
@@ -127,7 +126,6 @@ def test_stage_writes_report_and_figures(built):
             assert img.format == "PNG" and img.width >= 300 and img.height >= 150
 
 
-@pytest.mark.slow  # a subprocess per stage run
 def test_stage_leaves_no_temporary_files(built):
     root, _ = built
     # .hotdog/ is paths.state (the run lock), a working folder, not a temporary file.
@@ -135,7 +133,6 @@ def test_stage_leaves_no_temporary_files(built):
     assert sorted(p.name for p in (root / "reports").iterdir()) == ["figures", "report.md"]
 
 
-@pytest.mark.slow  # a subprocess per stage run
 def test_stage_reports_missing_evaluation(tmp_path):
     root = make_pipeline(tmp_path)
     (root / "metrics/evaluate.json").unlink()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import copy_run, ran, sh, stop
+from limits import E2E
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
@@ -16,7 +17,6 @@ from prefect.deployments import run_deployment
 from hotdog import worker
 from hotdog.worker import PROJECT_ENV, WorkerError, enter_project
 
-pytestmark = pytest.mark.slow
 PIPELINE = "hotdog-pipeline/worker"
 EXPERIMENTS = "hotdog-experiments/worker"
 RUN_TIMEOUT = 600  # seconds for both runs; the tiny pipeline takes about a minute
@@ -51,6 +51,7 @@ def artifacts_of(flow_run_id) -> dict[str, object]:
     return {a.key: a for a in artifacts}
 
 
+@pytest.mark.timeout(E2E)
 def test_a_run_from_the_api_runs_on_the_worker_in_its_clone_one_at_a_time(prefect_api, pipeline_run, tmp_path):
     _, env = prefect_api
     # A finished run: the worker's flow run finds every stage current (tests/test_flow.py
