@@ -14,7 +14,7 @@ from conftest import write_params
 from test_train import same_weights
 
 from hotdog.params import load_params
-from hotdog.resume import ResumeStore
+from hotdog.resume import ResumeStore, Snapshot, state_key
 from stages import _training
 
 TIMING = ("examples_per_sec", "examples_per_sec_wall", "epoch_seconds", "train_seconds")
@@ -148,3 +148,42 @@ def test_an_unreadable_state_is_dropped(decoded_project, monkeypatch, capsys):
     _training.main("finetune")
     log = capsys.readouterr().out
     assert "ignoring the unreadable resumable state" in log and "finetune epoch 1/2: loss" in log
+
+
+# ---------------------------------------------------------------- the store itself, in memory
+
+
+def snapshot(epoch: int = 1) -> Snapshot:
+    g = torch.Generator().manual_seed(epoch)
+    return Snapshot(epoch, {"w": torch.randn(3, generator=g)}, {"state": {}, "param_groups": []},
+                    [{"epoch": epoch, "loss": 0.5}], [[1.0, 2.0]], g.get_state())
+
+
+def test_a_state_key_follows_params_and_input_bytes(tmp_path):
+    data = tmp_path / "train.arrow"
+    data.write_bytes(b"pixels")
+    key = state_key("finetune", {"lr": 1e-4}, [data])
+    assert key == state_key("finetune", {"lr": 1e-4}, [data, data])
+    assert key != state_key("finetune", {"lr": 2e-4}, [data])
+    assert key != state_key("scratch", {"lr": 1e-4}, [data])
+    data.write_bytes(b"pixelz")
+    assert key != state_key("finetune", {"lr": 1e-4}, [data])
+
+
+def test_a_saved_snapshot_comes_back_bit_for_bit(tmp_path):
+    ResumeStore(tmp_path, "finetune", "a" * 64).save(snapshot(2))
+    back = ResumeStore(tmp_path, "finetune", "a" * 64).load()
+    assert back.epoch == 2 and torch.equal(back.model["w"], snapshot(2).model["w"])
+    assert torch.equal(back.rng, snapshot(2).rng) and back.records == snapshot(2).records
+
+
+def test_a_store_drops_states_of_other_keys_and_unreadable_ones(tmp_path, capsys):
+    ResumeStore(tmp_path, "finetune", "a" * 64).save(snapshot())
+    ResumeStore(tmp_path, "scratch", "a" * 64).save(snapshot())
+    assert ResumeStore(tmp_path, "finetune", "b" * 64).load() is None
+    assert "finetune: removed 1 resumable state(s) saved with other params, inputs or code" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"scratch-{'a' * 16}.pt"]  # another run's: kept
+    store = ResumeStore(tmp_path, "scratch", "a" * 64)
+    store.path.write_bytes(b"torn")
+    assert store.load() is None and not store.path.exists()
+    assert "ignoring the unreadable resumable state" in capsys.readouterr().out
