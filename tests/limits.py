@@ -50,14 +50,26 @@ def limit_of(item: pytest.Item) -> float:
 # ---------------------------------------------------------------- finding what a test started
 
 
+# multiprocessing's own helpers for this interpreter (started by a process pool or a
+# DataLoader run in pytest itself): they end when pytest does, and hold nothing of a test's.
+HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def _helper(proc: psutil.Process) -> bool:
+    try:
+        return proc.ppid() == os.getpid() and any(h in " ".join(proc.cmdline()) for h in HELPERS)
+    except psutil.Error:
+        return False
+
+
 def started(since: float = 0.0) -> list[psutil.Process]:
     """Live processes this one started (descendants, or carrying MARK with our value) since
-    `since` (a time.time()), parents before children."""
+    `since` (a time.time()), parents before children; not multiprocessing's HELPERS."""
     me = psutil.Process()
-    found = {p.pid: p for p in me.children(recursive=True)}
+    found = {p.pid: p for p in me.children(recursive=True) if not _helper(p)}
     mine = os.environ[MARK]
     for proc in psutil.process_iter(["pid"]):
-        if proc.pid != me.pid and proc.pid not in found:
+        if proc.pid != me.pid and proc.pid not in found and not _helper(proc):
             try:
                 if proc.environ().get(MARK) == mine:
                     found[proc.pid] = proc

@@ -123,6 +123,15 @@ def test_leaves_a_daemon():
     subprocess.run(["sh", "-c", "sleep {lost} &"], check=True)
 '''
 
+HELPER = '''
+import multiprocessing
+import psutil
+
+def test_uses_shared_memory():
+    multiprocessing.get_context("spawn").Lock()  # a semaphore: the resource tracker starts
+    assert any("resource_tracker" in " ".join(p.cmdline()) for p in psutil.Process().children())
+'''
+
 
 def running(*marks: str) -> list[str]:
     """Command lines of live processes that hold one of `marks`."""
@@ -175,3 +184,11 @@ def test_what_a_run_leaves_behind_is_ended_and_fails_it(pytester, workers):
     assert "left behind by the tests, now ended" in err
     assert f"sleep {leaked}" in err and f"sleep {lost}" in err
     assert running(f"sleep {leaked}", f"sleep {lost}") == []
+
+
+def test_multiprocessings_own_helper_is_not_a_leftover(pytester):
+    # A process pool in pytest itself starts multiprocessing's resource tracker, which lives
+    # as long as pytest does: not something a test left behind.
+    result = run_pytest(pytester, HELPER)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+    assert "left behind" not in result.stderr.str()
