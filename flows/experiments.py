@@ -1,6 +1,6 @@
 """Prefect flow `hotdog-experiments`: the chapter's exercises as DVC experiments, each run by
-DVC in a temporary copy of the repo, so the workspace stays as it is; it ends with their
-comparison as a table. Its parameter defaults to the set in experiments.yaml.
+DVC in turn in a temporary copy of the repo, so the workspace stays as it is; it ends with
+their comparison as a table. Its parameter defaults to the set in experiments.yaml.
 Run once: python -m flows.experiments; serve: make ui
 """
 
@@ -16,7 +16,16 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.repro import StageFailed, project_dir
 from hotdog import events
-from hotdog.experiments import FAILED, SET_FILE, ExperimentsError, check_set, queue_and_run, read_set, write_comparison
+from hotdog.experiments import (
+    SET_FILE,
+    ExperimentsError,
+    Failure,
+    check_set,
+    failed_message,
+    read_set,
+    run_set,
+    write_comparison,
+)
 from hotdog.params import PARAMS_FILE, read_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,9 +33,10 @@ DEFAULT_SET = read_set(REPO / SET_FILE)  # what the UI shows as the parameter's 
 
 
 @task(name="run-experiments", cache_policy=NO_CACHE)
-def run_experiments(experiments: dict[str, dict[str, Any]], sizes: dict[str, Any]) -> tuple[set[str], bool]:
-    """Queue the set with `dvc exp run --queue` and run it with `dvc exp run --run-all`,
-    every line to the log as it comes."""
+def run_experiments(experiments: dict[str, dict[str, Any]], sizes: dict[str, Any]
+                    ) -> tuple[set[str], dict[str, Failure]]:
+    """Run the set, one `dvc exp run --temp` after another, every line to the log as it
+    comes: (the experiments' names, those that failed and why)."""
     logger = get_run_logger()
 
     def on_line(line: str) -> None:
@@ -36,13 +46,13 @@ def run_experiments(experiments: dict[str, dict[str, Any]], sizes: dict[str, Any
         elif isinstance(event, events.Failed):
             logger.error(event.message)
 
-    return queue_and_run(project_dir(), experiments, sizes, on_line)
+    return run_set(project_dir(), experiments, sizes, on_line)
 
 
 @task(name="compare", cache_policy=NO_CACHE)
-def compare(names: set[str]) -> list[dict[str, str]]:
+def compare(names: set[str], failed: dict[str, Failure]) -> list[dict[str, str]]:
     """reports/experiments.md and its figure; the table's rows."""
-    header, rows = write_comparison(project_dir(), names)
+    header, rows = write_comparison(project_dir(), names, failed)
     return [dict(zip(header, row)) for row in rows]
 
 
@@ -60,8 +70,8 @@ def hotdog_experiments(experiments: dict[str, dict[str, Any]] = DEFAULT_SET,
         check_set(experiments, sizes or {}, project / PARAMS_FILE)  # a bad key fails before anything runs
     except ExperimentsError as err:
         raise StageFailed(str(err)) from None
-    names, ok = run_experiments(experiments, sizes or {})
-    rows = compare(names)
+    names, failed = run_experiments(experiments, sizes or {})
+    rows = compare(names, failed)
     paths = read_params(project / PARAMS_FILE).paths.under(project)
     create_table_artifact(rows, key="hotdog-experiments",
                           description="One row per experiment: what it changed, both models' test metrics")
@@ -69,8 +79,8 @@ def hotdog_experiments(experiments: dict[str, dict[str, Any]] = DEFAULT_SET,
                              description=str(paths.experiments_report))
     create_link_artifact(paths.experiments_figure.as_uri(), link_text="test accuracy per epoch",
                          key="hotdog-experiments-figure", description=str(paths.experiments_figure))
-    if not ok:
-        raise StageFailed(FAILED)
+    if failed:
+        raise StageFailed(failed_message(failed))
     return rows
 
 

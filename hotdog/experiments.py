@@ -1,5 +1,6 @@
 """The chapter's exercises as DVC experiments: the named set (experiments.yaml), the dvc
-commands that queue and run it, and the comparison of what they measured.
+commands that run it (one `dvc exp run --temp` each, in turn), and the comparison of what
+they measured.
 
 DVC keeps the record: each experiment is a commit under refs/exps, listed by `dvc exp
 show` and brought back by `dvc exp apply <name>`. The comparison reads `dvc exp show
@@ -13,6 +14,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -30,8 +32,9 @@ from hotdog.results import RUN_TITLES
 SET_FILE = Path("experiments.yaml")
 # DVC names an experiment's git ref after it: letters, digits, '-' and '_', a letter first.
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-RUN_ALL = ["exp", "run", "--run-all"]  # runs every queued experiment in a temporary copy, in the foreground
-COLLECT_TIMEOUT = 120.0  # seconds DVC may take to record the results after --run-all returns
+# An experiment's stages can be quiet for long (an evaluation, a slow epoch), so nothing is
+# cut off; past this many seconds without a line, a note says dvc is still at it.
+QUIET_SECONDS = 600.0
 
 
 class ExperimentsError(StageError):
@@ -87,7 +90,7 @@ def runs_of(name: str, overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def check_set(experiments: dict[str, dict[str, Any]], sizes: dict[str, Any], params: Path = PARAMS_FILE) -> None:
     """Every run of the set, with `sizes` on top, makes valid params; else one error naming
-    the experiment and the key. Nothing is queued until this passes."""
+    the experiment and the key. Nothing runs until this passes."""
     seen: set[str] = set()
     for name, overrides in experiments.items():
         check_entry(name, overrides, "experiments")
@@ -113,13 +116,13 @@ def dvc_value(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
-def queue_args(name: str, overrides: dict[str, Any], sizes: dict[str, Any]) -> list[str]:
-    """`dvc exp run --queue` for one entry. The sizes come last, so a quick pass on a CPU
-    holds for every experiment. Not -f: besides replacing an experiment of the same name,
-    it forces every stage to run again, download included."""
-    args = ["exp", "run", "--queue", "-n", name]
-    for key, value in {**overrides, **sizes}.items():
-        value = value[0] if isinstance(value, list) and len(value) == 1 else value
+def run_args(name: str, values: dict[str, Any], sizes: dict[str, Any]) -> list[str]:
+    """`dvc exp run --temp` for one experiment (one run of an entry, as runs_of gives it): a
+    temporary copy of the repo, in the foreground, recorded as the experiment `name`. The
+    sizes come last, so a quick pass on a CPU holds for every experiment. Not -f: besides
+    replacing an experiment of the same name, it forces every stage to run, download included."""
+    args = ["exp", "run", "--temp", "-n", name]
+    for key, value in {**values, **sizes}.items():
         args += ["-S", f"{key}={dvc_value(value)}"]
     return args
 
@@ -312,12 +315,30 @@ def read_at(cwd: Path) -> Callable[[str, str], list[dict] | None]:
     return read
 
 
-def write_comparison(cwd: Path, names: set[str] | None = None) -> tuple[list[str], list[list[str]]]:
+class Failure(NamedTuple):
+    """An experiment that DVC did not record: a failed `dvc exp run --temp` leaves no trace
+    in `dvc exp show`, so its row in the comparison comes from here."""
+    params: dict[str, Any]  # the dotted keys it set, sizes included
+    reason: str
+
+
+def to_compare(baseline: Experiment, found: list[Experiment], names: set[str] | None,
+               failed: dict[str, Failure]) -> list[Experiment]:
+    """What the comparison shows: the finished experiments DVC lists (those in `names`, if
+    given), and one for each of `failed`, with the params it set on the baseline's."""
+    done = [e for e in found if e.done and (names is None or e.name in names) and e.name not in failed]
+    return done + [Experiment(name, "", {**baseline.params, **f.params}, {}, f.reason, "failed")
+                   for name, f in failed.items()]
+
+
+def write_comparison(cwd: Path, names: set[str] | None = None, failed: dict[str, Failure] | None = None
+                     ) -> tuple[list[str], list[list[str]]]:
     """reports/experiments.md and its figure, for the experiments of HEAD (those in `names`,
-    if given), each file written atomically; returns the table (header, rows)."""
+    if given) and a row for each of `failed`, each file written atomically; returns the
+    table (header, rows)."""
     paths = read_params(cwd / PARAMS_FILE).paths
     baseline, found = experiments_of(exp_show(cwd))
-    found = [e for e in found if e.done and (names is None or e.name in names)]
+    found = to_compare(baseline, found, names, failed or {})
     if not found:
         raise ExperimentsError("no experiments of the current commit to compare; run `make experiments` first")
     shared, rows = comparison(baseline, found, paths)
@@ -329,56 +350,109 @@ def write_comparison(cwd: Path, names: set[str] | None = None) -> tuple[list[str
     return table_rows(rows)
 
 
-def queue_and_run(cwd: Path, experiments: dict[str, dict[str, Any]], sizes: dict[str, Any],
-                  on_line: Callable[[str], None]) -> tuple[set[str], bool]:
-    """Check the set, queue each entry, then run the queue: (the experiments' names, whether
-    all of them succeeded). Earlier experiments of the same names (of this commit) are
-    replaced. A set that fails its check is an ExperimentsError before anything changes; a
-    queue that dvc refuses takes back what this call queued."""
+def run_set(cwd: Path, experiments: dict[str, dict[str, Any]], sizes: dict[str, Any],
+            on_line: Callable[[str], None]) -> tuple[set[str], dict[str, Failure]]:
+    """Check the set, then run its experiments one after another, each a `dvc exp run --temp`
+    in the foreground: (their names, those that failed and why). No queue: DVC's queue
+    worker could vanish mid-set and leave `--run-all` waiting on it in silence. Earlier
+    experiments of the same names (of this commit) are replaced. A set that fails its check
+    is an ExperimentsError before anything changes; a failed experiment is said in one line,
+    and the rest still run."""
     check_set(experiments, sizes, cwd / PARAMS_FILE)
-    names = {run for name, overrides in experiments.items() for run in runs_of(name, overrides)}
-    # DVC refuses to queue a name it has, and `-f` would also force every stage to run.
+    runs = {run: values for name, overrides in experiments.items() for run, values in runs_of(name, overrides).items()}
+    replace_earlier(cwd, set(runs), on_line)
+    failed = {}
+    for name, values in runs.items():
+        reason = run_one(cwd, name, values, sizes, on_line)
+        if reason is not None:
+            on_line(f"experiments: {name!r} failed: {reason}")
+            failed[name] = Failure({**values, **sizes}, reason)
+    return set(runs), failed
+
+
+def replace_earlier(cwd: Path, names: set[str], on_line: Callable[[str], None]) -> None:
+    """Remove HEAD's earlier experiments named in `names`: DVC refuses a name it has, and
+    `-f` would also force every stage to run."""
     again = sorted(names & {e.name for e in experiments_of(exp_show(cwd))[1]})
     if again and stream_dvc(["exp", "remove", *again], cwd, on_line) != 0:
-        raise ExperimentsError(f"dvc could not remove the earlier experiments {', '.join(again)}")
-    queued: list[str] = []
-    for name, overrides in experiments.items():
-        if stream_dvc(queue_args(name, overrides, sizes), cwd, on_line) != 0:
-            if queued:
-                stream_dvc(["queue", "remove", *queued], cwd, on_line)
-            raise ExperimentsError(f"dvc could not queue experiment {name!r}; its message is above, "
-                                   "and nothing of this set is left in the queue")
-        queued += list(runs_of(name, overrides))
-    stream_dvc(RUN_ALL, cwd, on_line)  # exits 0 even when an experiment fails: the states tell
-    finished = wait_for(cwd, names)
-    return names, all(e.state == "success" for e in finished)
+        raise ExperimentsError(f"dvc could not remove the earlier experiments {', '.join(again)} (its message is "
+                               "above); remove them with `dvc exp remove`, or rename the entries")
 
 
-FAILED = ("some experiments failed (dvc exp run --run-all): their rows in the comparison say so, "
-          "their output is above, and `dvc queue logs <name>` shows it again")
+def run_one(cwd: Path, name: str, values: dict[str, Any], sizes: dict[str, Any],
+            on_line: Callable[[str], None]) -> str | None:
+    """One experiment, every line to on_line: None if DVC recorded it, else why not (the
+    stage's own one-line error, else dvc's)."""
+    lines: list[str] = []  # a few hundred at most: dvc's, and a line per tenth of an epoch
+
+    def line(text: str) -> None:
+        lines.append(text)
+        on_line(text)
+
+    with Quiet(f"experiment {name!r}", line) as heard:
+        status = stream_dvc(run_args(name, values, sizes), cwd, heard)
+    return None if status == 0 else failure_reason(lines, status)
 
 
-def wait_for(cwd: Path, names: set[str], timeout: float = COLLECT_TIMEOUT) -> list[Experiment]:
-    """The experiments in `names` once DVC has finished with each: --run-all can return while
-    DVC still collects the last result (treeverse/dvc#8403), and `dvc exp show` lists queued
-    and running ones too."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [e for e in experiments_of(exp_show(cwd))[1] if e.name in names]
-        waiting = sorted(names - {e.name for e in found if e.done})
-        if not waiting:
-            return found
-        if time.monotonic() > deadline:
-            raise ExperimentsError(f"DVC has not finished {', '.join(waiting)} {timeout:.0f} s after "
-                                   "`dvc exp run --run-all` returned; see `dvc queue status`")
-        time.sleep(1)
+def failure_reason(lines: list[str], status: int) -> str:
+    """Why an experiment failed, from its output: the stage's own one-line error (its Failed
+    event), else dvc's first ERROR line, else dvc's exit status."""
+    parsed = [events.parse(line) for line in lines]
+    stage = [event.message for event in parsed if isinstance(event, events.Failed)]
+    dvc = [line.removeprefix("ERROR: ") for line, event in zip(lines, parsed)
+           if event is None and line.startswith("ERROR: ")]
+    return (stage + dvc + [f"dvc exp run exited with status {status}"])[0]
+
+
+class Quiet:
+    """on_line for one long dvc command that also says, each `seconds` it is silent, that it
+    is still running: a stuck command is then not a silent one, and a long training run is
+    never cut off. The note comes from a thread of its own, through the same on_line."""
+
+    def __init__(self, what: str, on_line: Callable[[str], None], seconds: float = QUIET_SECONDS):
+        self.what, self.on_line, self.seconds = what, on_line, seconds
+        self.heard = time.monotonic()
+        self.done = threading.Event()
+        self.watch = threading.Thread(target=self._watch, name="experiments-quiet", daemon=True)
+
+    def __enter__(self) -> Quiet:
+        self.watch.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.watch.join()
+
+    def __call__(self, line: str) -> None:
+        self.heard = time.monotonic()
+        self.on_line(line)
+
+    def _watch(self) -> None:
+        noted = self.heard
+        while not self.done.wait(self.seconds / 10):
+            now = time.monotonic()
+            if now - max(self.heard, noted) >= self.seconds:
+                noted = now
+                self.on_line(f"experiments: {self.what}: no output for {_span(now - self.heard)}; dvc is still "
+                             "running it (a long epoch or evaluation is quiet). If it is stuck, stop it: Ctrl-C, or cancel "
+                             "the flow run")
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def failed_message(failed: dict[str, Failure]) -> str:
+    """The end of a run with failures: which ones, and where to read why."""
+    return (f"some experiments failed: {', '.join(sorted(failed))}. Each one's error is above and in its row "
+            "of the comparison; fix the cause and run those again")
 
 
 def main(argv: list[str] | None = None) -> None:
     """`hotdog experiments run [-S key=value ...] [--only NAME ...]` | `hotdog experiments compare`."""
     parser = argparse.ArgumentParser(prog="hotdog experiments", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="queue the set as DVC experiments, run them, write the comparison")
+    run = sub.add_parser("run", help="run the set as DVC experiments, one at a time, then write the comparison")
     run.add_argument("-S", "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                      help="a params.yaml value for every experiment, e.g. -S train.epochs=1")
     run.add_argument("--only", action="append", metavar="NAME", help="run only these entries of the set")
@@ -387,7 +461,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cwd = Path.cwd()
     try:
-        names = None
+        names, failed = None, {}
         if args.command == "run":
             experiments = read_set(args.file)
             unknown = sorted(set(args.only or []) - set(experiments))
@@ -395,12 +469,12 @@ def main(argv: list[str] | None = None) -> None:
                 raise ExperimentsError(f"--only {unknown[0]!r} is not an entry of {args.file}")
             chosen = {k: v for k, v in experiments.items() if not args.only or k in args.only}
             # dvc's and the stages' own lines, as a terminal shows them; the events are for the flows.
-            names, ok = queue_and_run(cwd, chosen, parse_sets(args.sets),
-                                      lambda line: None if events.parse(line) else print(line, flush=True))
-        write_comparison(cwd, names)
+            names, failed = run_set(cwd, chosen, parse_sets(args.sets),
+                                    lambda line: None if events.parse(line) else print(line, flush=True))
+        write_comparison(cwd, names, failed)
         paths = read_params(cwd / PARAMS_FILE).paths
         print(f"experiments: wrote {paths.experiments_report} and {paths.experiments_figure}")
-        if names is not None and not ok:
-            raise ExperimentsError(FAILED)
+        if failed:
+            raise ExperimentsError(failed_message(failed))
     except ExperimentsError as err:
         sys.exit(f"error: experiments: {err}")

@@ -8,7 +8,7 @@ Past its limit, a test fails with its name and where it was stuck, the tree of p
 started, and those processes ended. The processes are found two ways: this process's
 descendants, and any process whose environment carries MARK with this process's value, which
 catches what a test started and then lost (a daemon that detached itself, as DVC's queue
-worker does). When the session ends, the same sweep runs once more: whatever is left is
+worker did). When the session ends, the same sweep runs once more: whatever is left is
 ended and listed, and the run fails.
 """
 

@@ -4,26 +4,33 @@ and the real `dvc exp` end to end on the synthetic data."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import ENV, REPO, copy_run, sh
 from limits import E2E
 
+from hotdog import events
 from hotdog.experiments import (
     Experiment,
     ExperimentsError,
+    Failure,
+    Quiet,
     check_set,
     comparison,
     experiments_of,
+    failure_reason,
     parse_sets,
-    queue_args,
     read_set,
     render_markdown,
+    run_args,
     runs_of,
     table_rows,
+    to_compare,
 )
 from hotdog.params import read_params
 
@@ -49,14 +56,38 @@ def test_a_grid_runs_one_experiment_per_value_named_as_dvc_names_them():
     assert runs_of("frozen", {"finetune.freeze_body": True}) == {"frozen": {"finetune.freeze_body": True}}
 
 
-def test_queue_args_use_dvcs_grid_syntax_and_put_the_sizes_last():
-    args = queue_args("lr", {"finetune.lr": [1e-5, 5e-5], "finetune.freeze_body": False}, {"train.epochs": 1})
-    assert args == ["exp", "run", "--queue", "-n", "lr", "-S", "finetune.lr=1e-05,5e-05",
-                    "-S", "finetune.freeze_body=false", "-S", "train.epochs=1"]
+def test_run_args_run_one_experiment_of_a_grid_in_a_temporary_copy_with_the_sizes_last():
+    runs = runs_of("lr", {"finetune.lr": [1e-5, 5e-5], "finetune.freeze_body": False})
+    assert run_args("lr-2", runs["lr-2"], {"train.epochs": 1}) == [
+        "exp", "run", "--temp", "-n", "lr-2", "-S", "finetune.lr=5e-05", "-S", "finetune.freeze_body=false",
+        "-S", "train.epochs=1"]  # no grid syntax: DVC runs a grid (-S key=a,b) only from its queue
+    assert run_args("head", {"finetune.head_init": "imagenet-hotdog"}, {}) == [
+        "exp", "run", "--temp", "-n", "head", "-S", "finetune.head_init=imagenet-hotdog"]
     assert parse_sets(["train.epochs=1", "finetune.head_init=imagenet-hotdog"]) == {
         "train.epochs": 1, "finetune.head_init": "imagenet-hotdog"}
     with pytest.raises(ExperimentsError, match=r"-S 'epochs': expected key=value"):
         parse_sets(["epochs"])
+
+
+def test_a_failure_is_explained_by_the_stage_first_then_by_dvc():
+    stage = events.MARKER + events.Failed(stage="manifest", message="error: manifest: 3 of 9 corrupt").model_dump_json()
+    dvc = "ERROR: failed to reproduce 'manifest': failed to run: python -m stages.manifest, exited with 1"
+    assert failure_reason(["Reproducing experiment 'strict'", stage, dvc, dvc], 255) == "error: manifest: 3 of 9 corrupt"
+    assert failure_reason(["Running stage 'manifest':", dvc], 255) == dvc.removeprefix("ERROR: ")
+    assert failure_reason([], 137) == "dvc exp run exited with status 137"
+
+
+def test_a_quiet_command_is_said_to_be_still_running_and_a_line_resets_the_clock():
+    heard: list[str] = []
+    with Quiet("experiment 'lr-1'", heard.append, seconds=0.3) as on_line:
+        for _ in range(4):  # lines every 0.1 s: never quiet for 0.3 s
+            on_line("finetune epoch 1/1: batch 1/10")
+            time.sleep(0.1)
+        time.sleep(0.75)  # quiet: a note after 0.3 s, another 0.3 s later
+    notes = [line for line in heard if "no output" in line]
+    assert heard[:4] == ["finetune epoch 1/1: batch 1/10"] * 4 and len(notes) >= 2  # and it keeps saying so
+    assert re.match(r"experiments: experiment 'lr-1': no output for \d+ s; dvc is still running it", notes[0])
+    assert "If it is stuck, stop it: Ctrl-C, or cancel the flow run" in notes[0]
 
 
 @pytest.mark.parametrize("text, words", [
@@ -124,6 +155,22 @@ def test_the_comparison_from_dvc_exp_show():
     assert "dvc exp apply" in text and "](experiments.png)" in text
 
 
+def test_a_failed_experiment_dvc_did_not_record_gets_a_row_saying_why():
+    base = {"train": {"epochs": 5}, "manifest": {"max_reject_fraction": 0.01}}
+    quick = {**base, "train": {"epochs": 1}}
+    head = {**show_entry("a" * 40, "main", base), "experiments": [
+        {"revs": [show_entry("b" * 40, "freeze-body", quick, scores(0.8))]},
+        {"revs": [show_entry("c" * 40, "older", quick, scores(0.7))]}]}
+    baseline, found = experiments_of([head])
+    failed = {"strict": Failure({"manifest.max_reject_fraction": 0.0, "train.epochs": 1}, "error: manifest: 2 corrupt")}
+    shown = to_compare(baseline, found, {"freeze-body", "strict"}, failed)
+    assert [(e.name, e.state) for e in shown] == [("freeze-body", "success"), ("strict", "failed")]
+    shared, rows = comparison(baseline, shown, PATHS)
+    _, body = table_rows(rows, omit=shared)
+    assert shared == {"train.epochs": 1}
+    assert body[1][:3] == ["strict", "manifest.max_reject_fraction=0.0", "failed: error: manifest: 2 corrupt"]
+
+
 def test_no_commit_is_a_clear_error():
     with pytest.raises(ExperimentsError, match="commit the project first"):
         experiments_of([{"rev": "workspace", "data": {}}])
@@ -141,43 +188,57 @@ def hotdog_command(project: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.timeout(E2E)
 def test_make_experiments_end_to_end(pipeline_run, tmp_path):
     project = copy_run(pipeline_run, tmp_path / "project")  # run and committed: the baseline
-    # freeze-body, a grid (named as DVC names it), and one whose manifest stage fails: the
-    # synthetic data holds a corrupt image per split, more than a fraction of 0 allows.
+    # freeze-body, one whose manifest stage fails (the synthetic data holds a corrupt image
+    # per split, more than a fraction of 0 allows), then a grid (named as DVC names it): the
+    # ones after a failure still run.
     (project / "set.yaml").write_text("freeze-body:\n  finetune.freeze_body: true\n"
-                                      "lr:\n  finetune.lr: [1.0e-4, 2.0e-4]\n"
-                                      "strict:\n  manifest.max_reject_fraction: 0.0\n")
+                                      "strict:\n  manifest.max_reject_fraction: 0.0\n"
+                                      "lr:\n  finetune.lr: [1.0e-4, 2.0e-4]\n")
     before = (project / "params.yaml").read_bytes()
     bad = hotdog_command(project, "experiments", "run", "--file", "set.yaml", "-S", "train.epoch=1")
     assert bad.returncode == 1 and "unknown key 'train.epoch'" in bad.stderr
-    assert "No experiment tasks in the queue" in sh(project, "dvc", "queue", "status")
+    assert "Reproducing" not in bad.stdout and experiments_of(show(project))[1] == []  # nothing ran
 
     run = hotdog_command(project, "experiments", "run", "--file", "set.yaml", "-S", "train.epochs=1")
-    assert run.returncode == 1 and "error: experiments: some experiments failed" in run.stderr
+    assert run.returncode == 1 and "error: experiments: some experiments failed: strict." in run.stderr
     assert "body frozen (fc only)" in run.stdout and "@hotdog-event" not in run.stdout
+    assert "experiments: 'strict' failed: error: manifest: 1 of " in run.stdout  # one line, the stage's error
+    assert run.stdout.index("'strict' failed") < run.stdout.index("Reproducing experiment 'lr-1'")
     assert (project / "params.yaml").read_bytes() == before  # the workspace is left as it was
-    _, found = experiments_of(json.loads(sh(project, "dvc", "exp", "show", "--json")))
-    by_name = {e.name: e for e in found}
-    assert set(by_name) == {"freeze-body", "lr-1", "lr-2", "strict"}
+    by_name = {e.name: e for e in experiments_of(show(project))[1]}
+    # A failed `dvc exp run --temp` is not recorded; the output and the comparison say why.
     assert {n: e.state for n, e in by_name.items()} == {"freeze-body": "success", "lr-1": "success",
-                                                         "lr-2": "success", "strict": "failed"}
+                                                         "lr-2": "success"}
     assert by_name["freeze-body"].params["finetune.freeze_body"] is True
     assert (by_name["lr-1"].params["finetune.lr"], by_name["lr-2"].params["finetune.lr"]) == (1e-4, 2e-4)
     frozen = by_name["freeze-body"].metrics["metrics/evaluate.json"]
     assert 0 <= frozen["finetune"]["balanced_accuracy"] <= 1 and frozen["finetune"]["majority_accuracy"] == 0.5
     table = (project / "reports/experiments.md").read_text()
     assert "| freeze-body | finetune.freeze_body=true |" in table and "| lr-2 | finetune.lr=0.0002 |" in table
-    assert "| strict | manifest.max_reject_fraction=0.0 | failed" in table
+    assert "| strict | manifest.max_reject_fraction=0.0 | failed: error: manifest: 1 of " in table
     assert (project / "reports/experiments.png").stat().st_size > 10_000
+
+    # Again, one entry: the earlier freeze-body is replaced (DVC's run cache restores its
+    # outputs), the others stay.
+    again = hotdog_command(project, "experiments", "run", "--file", "set.yaml", "--only", "freeze-body")
+    assert again.returncode == 0, again.stdout + again.stderr
+    after = {e.name: e for e in experiments_of(show(project))[1]}
+    assert sorted(after) == ["freeze-body", "lr-1", "lr-2"] and after["lr-1"].rev == by_name["lr-1"].rev
+    assert after["freeze-body"].metrics["metrics/evaluate.json"] == frozen
 
     sh(project, "dvc", "exp", "apply", "freeze-body")
     assert "freeze_body: true" in (project / "params.yaml").read_text()
     assert json.loads((project / "metrics/evaluate.json").read_text()) == frozen
 
 
+def show(project: Path) -> list[dict]:
+    return json.loads(sh(project, "dvc", "exp", "show", "--json"))
+
+
 def test_a_one_value_list_is_no_grid_and_names_must_not_clash():
     assert runs_of("lr", {"finetune.lr": [1e-4]}) == {"lr": {"finetune.lr": 1e-4}}
-    assert queue_args("lr", {"finetune.lr": [1e-4]}, {}) == ["exp", "run", "--queue", "-n", "lr",
-                                                             "-S", "finetune.lr=0.0001"]
+    assert run_args("lr", runs_of("lr", {"finetune.lr": [1e-4]})["lr"], {}) == ["exp", "run", "--temp", "-n", "lr",
+                                                                             "-S", "finetune.lr=0.0001"]
     params = REPO / "params.yaml"
     with pytest.raises(ExperimentsError, match=r"two experiments would both be named 'a-1'"):
         check_set({"a": {"finetune.lr": [1e-4, 1e-3]}, "a-1": {"scratch.lr": 1e-4}}, {}, params)
