@@ -24,11 +24,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
-from torchvision.transforms.v2 import functional as F
 
 from hotdog.distributed import SINGLE, Shard, share
 from hotdog.params import eval_resize
 from hotdog.schema import DECODED, read_arrow
+from hotdog.vision import functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -10,7 +10,6 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 from PIL import Image
-from torchvision.transforms.v2 import functional as F
 
 from hotdog.errors import StageError
 from hotdog.schema import DECODED, write_arrow
@@ -20,8 +19,22 @@ BATCH_ROWS = 64
 
 def rgb_pixels(img: Image.Image, short_side: int) -> np.ndarray:
     """HWC uint8 RGB pixels of an open image, its shorter side resized: the first half of
-    the test transform (data.eval_view is the second), shared with hotdog.predict."""
-    return np.asarray(F.resize(img.convert("RGB"), short_side, antialias=True), dtype=np.uint8)
+    the test transform (data.eval_view is the second), shared with hotdog.predict.
+
+    This is torchvision's resize(img, short_side) of a PIL image, the same PIL call, without
+    importing torch and torchvision (seconds) into the decode stage and its workers.
+    tests/test_data.py checks it gives torchvision's pixels."""
+    rgb = img.convert("RGB")
+    size = resized_size(rgb.width, rgb.height, short_side)
+    return np.asarray(rgb if size == rgb.size else rgb.resize(size, Image.BILINEAR), dtype=np.uint8)
+
+
+def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) with the shorter side at `short_side`, the longer one scaled and rounded
+    down, as torchvision's _compute_resized_output_size has it."""
+    if width <= height:
+        return short_side, int(short_side * height / width)
+    return int(short_side * width / height), short_side
 
 
 def decode_image(path: Path, short_side: int) -> tuple[int, int, bytes]:

@@ -95,4 +95,8 @@ def seed_everything(seed: int) -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(seed)
     # warn_only: a few CUDA kernels have no deterministic version; run them anyway.
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # ATen's switch itself. torch.use_deterministic_algorithms also sets torch.compile's own
+    # (torch._inductor.config), which this project never uses, and importing that imports
+    # torch._dynamo and torch._inductor: 2 s or more on 2 cores. tests/test_hardware.py
+    # checks that this sets what the public call sets.
+    torch._C._set_deterministic_algorithms(True, warn_only=True)

@@ -7,10 +7,10 @@ import math
 
 import torch
 from torch import nn
-from torchvision.models import resnet18
 
 from hotdog.errors import StageError
 from hotdog.params import CLASSES
+from hotdog.vision import resnet18
 
 NUM_CLASSES = 2
 HEAD = "fc"

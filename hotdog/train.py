@@ -25,6 +25,7 @@ from hotdog.hardware import (
 )
 from hotdog.inference import predict
 from hotdog.model import build_model, freeze_body, param_groups, train_mode
+from hotdog.optim import SGD
 from hotdog.params import RunParams, TrainParams
 from hotdog.resume import Snapshot
 
@@ -114,7 +115,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, device: torch.device, p
         with clock.step():
             x = normalize(x.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()  # set_to_none, the default
             with autocast(device, precision):
                 logits = net(x)
             losses = loss_fn(logits.float(), y)
@@ -166,7 +167,7 @@ def summarize(records: list[dict], stats: list[EpochStats], device: torch.device
     }
 
 
-def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train, evals: EvalViews, run: str,
+def fit(model: nn.Module, optimizer: SGD, train, evals: EvalViews, run: str,
         params: TrainParams, device: torch.device, precision: str, first: int = 1,
         net: nn.Module | None = None, shard: Shard = SINGLE) -> Iterator[tuple[dict, EpochStats]]:
     """Train epochs first..params.epochs on `train` (see data.train_batches), yielding each
@@ -223,7 +224,7 @@ def train(run: str, seed: int, params: TrainParams, run_params: RunParams, num_w
     if run_params.freeze_body:
         freeze_body(model)
     groups = param_groups(model, run_params.lr, run_params.head_lr_mult)
-    optimizer = torch.optim.SGD(groups, lr=run_params.lr, weight_decay=params.weight_decay)
+    optimizer = SGD(groups, weight_decay=params.weight_decay)
     records: list[dict] = []
     stats: list[EpochStats] = []
     if start is not None:

@@ -4,16 +4,15 @@ their params section: read the decoded images (and weights), train, write the ou
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hotdog import distributed
-from hotdog.checkpoint import load_state, save_checkpoint
-from hotdog.data import read_eval_views, read_train_images
 from hotdog.errors import run_main
 from hotdog.files import write_json
-from hotdog.hardware import pick_device
 from hotdog.params import Paths, load_params
-from hotdog.resume import ResumeStore, Snapshot, code_files, state_key
-from hotdog.train import train, trained_with
+
+if TYPE_CHECKING:
+    from hotdog import distributed
+    from hotdog.resume import Snapshot
 
 
 def params(run: str) -> tuple[str, ...]:
@@ -29,6 +28,10 @@ def outputs(paths: Paths, run: str) -> list[Path]:
 def main(run: str) -> None:
     """Train and write the outputs: here, or in train.devices processes started here (each
     runs `main` again, as one rank), or as one rank of a group torchrun started."""
+    # torch and all that uses it are imported here, once the stage has said it started.
+    from hotdog import distributed
+    from hotdog.hardware import pick_device
+
     p = load_params(*params(run))
     processes = distributed.process_count(p.train.devices, pick_device(p.train.device))
     if distributed.launched():
@@ -41,6 +44,11 @@ def main(run: str) -> None:
 
 
 def train_and_write(run: str, p, shard: distributed.Shard) -> None:
+    from hotdog.checkpoint import load_state, save_checkpoint
+    from hotdog.data import read_eval_views, read_train_images
+    from hotdog.resume import ResumeStore, code_files, state_key
+    from hotdog.train import train, trained_with
+
     run_params = getattr(p, run)
     inputs = [p.paths.decoded_file("train"), p.paths.decoded_file("test")]
     pretrained = None

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hotdog.data import read_eval_views
 from hotdog.errors import run_main
-from hotdog.evaluate import evaluate
 from hotdog.files import write_json
-from hotdog.inference import load_trained
 from hotdog.params import RUNS, Paths, load_params
 from hotdog.schema import PREDICTIONS, write_table
 
@@ -25,6 +22,11 @@ def outputs(paths: Paths) -> list[Path]:
 
 
 def main() -> None:
+    # torch and all that uses it are imported here, once the stage has said it started.
+    from hotdog.data import read_eval_views
+    from hotdog.evaluate import evaluate
+    from hotdog.inference import load_trained
+
     p = load_params(*PARAMS)
     models = {run: load_trained(p.paths.checkpoint(run), f"run `dvc repro {run}`")[0] for run in RUNS}
     # The views are passed without a name here: evaluate() moves them to the device, and on

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hotdog.checkpoint import load_weights
 from hotdog.errors import run_main
 from hotdog.fetch import fetch
 from hotdog.params import Paths, load_params
+from hotdog.weights import check_weights
 
 PARAMS = ("weights",)
 
@@ -24,7 +24,7 @@ def main() -> None:
     p = load_params(*PARAMS)
     url = p.weights.url
     fetch(url, p.paths.weights, "sha256", p.weights.sha256, section="weights",
-          check=lambda tmp: load_weights(tmp, url))
+          check=lambda tmp: check_weights(tmp, url))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from hotdog.data import (
     resized_crops,
     train_view,
 )
-from hotdog.decode import decode_image
+from hotdog.decode import decode_image, rgb_pixels
 from hotdog.errors import StageError
 from hotdog.params import eval_resize, load_params
 from hotdog.schema import DECODED, MANIFEST, read_arrow, read_table
@@ -138,6 +138,19 @@ def test_test_view_is_the_seeds_transform():
     assert within_rounding(got, seed_test_augs(224, 256)(img))
     assert not within_rounding(got, seed_test_augs(224, 260)(img))  # a resize 4 px off is caught
     assert data.eval_view(F.pil_to_tensor(img), 32).shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (64, 64), (37, 91), (299, 300), (48, 37)])
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
+def test_the_decode_resize_is_torchvisions(size, mode):
+    # hotdog.decode resizes with PIL itself, so that its stage needs no torch; it must give
+    # exactly what torchvision's resize of the PIL image gives, sizes and rounding included.
+    rng = np.random.default_rng(size[0] * size[1])
+    img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
+    for short_side in (32, 37, 48, 256):
+        expected = np.asarray(F.resize(img.convert("RGB"), short_side, antialias=True), dtype=np.uint8)
+        got = rgb_pixels(img, short_side)
+        assert got.shape == expected.shape and np.array_equal(got, expected), (short_side, got.shape)
 
 
 def smooth_photo_and_its_decoded_copy(tmp_path, size):

@@ -17,10 +17,11 @@ from ruamel.yaml import YAML
 from servers import serve_directory
 from synthetic import write_zip_declaring
 
-from hotdog import checkpoint, fetch
+from hotdog import fetch
 from hotdog.archive import extract
 from hotdog.errors import StageError
 from hotdog.params import CLASSES, SPLITS
+from hotdog.weights import check_state_dict, load_weights, resnet18_shapes
 from stages import weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,18 +199,18 @@ def test_weights_stage_verifies_a_prefix_and_loads(tmp_path: Path, run_weights_s
     sha256 = hashlib.sha256(served.read_bytes()).hexdigest()
     out = run_weights_stage(served, sha256[:8])
     assert out.read_bytes() == served.read_bytes()
-    loaded = checkpoint.load_weights(out, "test")
+    loaded = load_weights(out, "test")
     assert torch.equal(loaded["fc.weight"], state["fc.weight"])
 
 
 def test_check_state_dict_accepts_a_resnet() -> None:
-    checkpoint.check_state_dict(torchvision.models.resnet18(weights=None).state_dict(), "x")
+    check_state_dict(torchvision.models.resnet18(weights=None).state_dict(), "x")
 
 
 def test_check_state_dict_names_a_few_keys_and_counts_the_rest() -> None:
     # tests/test_bad_inputs.py runs the weights stage on each kind of mismatch; this is the count.
     with pytest.raises(StageError) as err:
-        checkpoint.check_state_dict({"fc.weight": torch.zeros(2, 2), "x": torch.zeros(1)}, "w.pth")
+        check_state_dict({"fc.weight": torch.zeros(2, 2), "x": torch.zeros(1)}, "w.pth")
     assert str(err.value) == (
         "w.pth: the file is not ImageNet ResNet-18 weights: 101 keys missing (conv1.weight, bn1.weight, bn1.bias, "
         "and 98 more), 1 misshapen (fc.weight: expected 1000x512, got 2x2), 1 unexpected (x); "
@@ -217,9 +218,10 @@ def test_check_state_dict_names_a_few_keys_and_counts_the_rest() -> None:
 
 
 def test_the_expected_shapes_are_resnet18s() -> None:
-    shapes = checkpoint.resnet18_shapes()  # built on the meta device
+    # Written out in hotdog.weights so that the weights stage needs no torchvision; the
+    # order counts too, as the messages name the first missing keys.
     state = torchvision.models.resnet18(weights=None).state_dict()
-    assert shapes == {k: tuple(v.shape) for k, v in state.items()}
+    assert list(resnet18_shapes().items()) == [(k, tuple(v.shape)) for k, v in state.items()]
 
 
 # --- declared sizes -------------------------------------------------------------------

@@ -15,6 +15,7 @@ from hotdog.hardware import (
     cpu_has_bf16,
     pick_device,
     pick_precision,
+    seed_everything,
 )
 
 pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test
@@ -114,3 +115,17 @@ def test_cuda_backends_keep_the_autotuner_off(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
     configure_backends(torch.device("cuda"))
     assert torch.backends.cudnn.benchmark is False
+
+
+def test_seeding_asks_for_deterministic_kernels_as_the_public_call_does():
+    # seed_everything sets ATen's switch directly, without torch.use_deterministic_algorithms
+    # and the torch.compile config it imports (with torch._dynamo).
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        torch.use_deterministic_algorithms(False)
+        seed_everything(3)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.initial_seed() == 3
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])

@@ -16,7 +16,10 @@ import psutil
 import pytest
 from servers import serve_directory
 
-import stages._training  # noqa: F401  (imported now, not under the guard: importing torch runs ldconfig)
+# Imported now, not under the guard: importing torch runs ldconfig. stages._training imports
+# the training code only when it trains, so that is imported here too.
+import hotdog.train  # noqa: F401
+import stages._training  # noqa: F401
 import stages.decode  # noqa: F401
 
 TESTS = Path(__file__).resolve().parent
