@@ -14,19 +14,14 @@ import argparse
 import datetime
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from ruamel.yaml import YAML
+from benchmarks.tiny import ENV, synthetic_inputs, tiny_project
 
 REPO = Path(__file__).resolve().parents[1]
-# A quick pass on a CPU, as tests/conftest.py's TINY and pipeline_run have it; the data and
-# weights keys are added once the synthetic files exist.
-TINY = {"train.epochs": 1, "train.batch_size": 8, "train.image_size": 32, "train.device": "cpu",
-        "train.precision": "fp32", "runtime.num_workers": 0, "manifest.max_reject_fraction": 0.2}
 SIZES = ["-S", "train.epochs=1", "-S", "train.image_size=32"]  # what `hotdog experiments run` adds
 
 
@@ -41,49 +36,10 @@ def run(cwd: Path, *args: str, log: Path | None = None) -> subprocess.CompletedP
     return done
 
 
-def copy_tree(source: Path, dest: Path) -> None:
-    """source's files as a clone has them, plus its new files git does not ignore."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                            cwd=source, capture_output=True, text=True, check=True)
-    for rel in listed.stdout.splitlines():
-        if (source / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source / rel, dest / rel)
-
-
-def write_params(project: Path, overrides: dict) -> None:
-    """The project's params.yaml with dotted keys set, its comments kept."""
-    yaml = YAML()
-    params = yaml.load(project / "params.yaml")
-    for dotted, value in overrides.items():
-        *parents, last = dotted.split(".")
-        node = params
-        for key in parents:
-            node = node[key]
-        node[last] = value
-    yaml.dump(params, project / "params.yaml")
-
-
-def synthetic_files(project: Path, dest: Path) -> dict:
-    """The synthetic data set and stand-in weights (tests/synthetic.py); the params naming them."""
-    sys.path.insert(0, str(project / "tests"))
-    from synthetic import dataset_files, write_weights, write_zip
-
-    sha1 = write_zip(dest / "hotdog.zip", dataset_files({"train": 8, "test": 6}, corrupt=1))
-    sha256 = write_weights(dest / "resnet18-stand-in.pth")
-    return {"data.url": str(dest / "hotdog.zip"), "data.sha1": sha1,
-            "weights.url": str(dest / "resnet18-stand-in.pth"), "weights.sha256": sha256[:8]}
-
-
 def set_up(work: Path, source: Path) -> Path:
     """work/project: the tiny project, run once with `dvc repro` and committed (experiments
     run from HEAD)."""
-    project = work / "project"
-    copy_tree(source, project)
-    write_params(project, {**TINY, **synthetic_files(project, work / "files")})
-    run(project, "git", "init", "-q")
-    run(project, "git", "add", "-A")
-    run(project, "git", "commit", "-qm", "tiny project")
+    project = tiny_project(source, work / "project", synthetic_inputs(source, work / "files"))
     run(project, sys.executable, "-m", "dvc", "repro", log=work / "repro.log")
     run(project, "git", "add", "-A")
     run(project, "git", "commit", "-qm", "pipeline run")
@@ -123,12 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reuse", action="store_true", help="the same set each run (default: run i sets seed=i)")
     parser.add_argument("--from", dest="source", type=Path, default=REPO, help="the project to copy (default: this repo)")
     args = parser.parse_args(argv)
-    # Stage commands say `python -m stages.<name>`: this interpreter's; and a machine without
-    # a git identity can still commit.
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    for key, value in (("GIT_AUTHOR_NAME", "loop"), ("GIT_AUTHOR_EMAIL", "loop@example.com"),
-                       ("GIT_COMMITTER_NAME", "loop"), ("GIT_COMMITTER_EMAIL", "loop@example.com")):
-        os.environ.setdefault(key, value)
+    os.environ.update(ENV)  # this interpreter's bin first on PATH, and a git identity
     if args.work.exists():
         sys.exit(f"error: experiments_loop: {args.work} exists; name a new folder")
     start = time.monotonic()

@@ -11,29 +11,18 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from ruamel.yaml import YAML
-
 from benchmarks.bench import RESULTS, machine
+from benchmarks.tiny import ENV, synthetic_inputs, tiny_project
 from hotdog import events
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("download", "weights", "manifest", "decode", "finetune", "scratch", "evaluate", "report")
-# tests/conftest.py's TINY and pipeline_run: 32 px, 1 epoch, CPU, fp32; the data and weights
-# keys are added once the synthetic files exist.
-TINY = {"train.epochs": 1, "train.batch_size": 8, "train.image_size": 32, "train.device": "cpu",
-        "train.precision": "fp32", "runtime.num_workers": 1, "manifest.max_reject_fraction": 0.2}
-# Stage commands say `python -m stages.<name>`: the interpreter running this goes first on PATH.
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-       "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
-       "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com"}
 
 
 def run(cwd: Path, *args: str) -> str:
@@ -42,40 +31,6 @@ def run(cwd: Path, *args: str) -> str:
     if done.returncode != 0:
         sys.exit(f"error: startup: {' '.join(args)} failed in {cwd}:\n{done.stdout}{done.stderr}")
     return done.stdout
-
-
-def synthetic_inputs(source: Path, dest: Path) -> dict:
-    """The tests' synthetic hotdog.zip and stand-in weights under dest; the params naming them."""
-    sys.path.insert(0, str(source / "tests"))  # tests/ is no package; its helpers are the data
-    from synthetic import dataset_files, write_weights, write_zip
-
-    sha1 = write_zip(dest / "hotdog.zip", dataset_files({"train": 8, "test": 6}, corrupt=1))
-    sha256 = write_weights(dest / "resnet18-stand-in.pth")
-    return {"data.url": str(dest / "hotdog.zip"), "data.sha1": sha1,
-            "weights.url": str(dest / "resnet18-stand-in.pth"), "weights.sha256": sha256[:8]}
-
-
-def make_project(source: Path, dest: Path, overrides: dict) -> Path:
-    """source's files as a clone has them, params.yaml shrunk by TINY and `overrides`,
-    committed in a fresh git repo (as tests/conftest.py's pipeline_run makes it)."""
-    listed = run(source, "git", "ls-files", "--cached", "--others", "--exclude-standard")
-    for rel in listed.splitlines():
-        if (source / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source / rel, dest / rel)
-    yaml = YAML()
-    params = yaml.load(dest / "params.yaml")
-    for dotted, value in {**TINY, **overrides}.items():
-        *parents, last = dotted.split(".")
-        node = params
-        for key in parents:
-            node = node[key]
-        node[last] = value
-    yaml.dump(params, dest / "params.yaml")
-    run(dest, "git", "init", "-q")
-    run(dest, "git", "add", "-A")
-    run(dest, "git", "commit", "-qm", "project")
-    return dest
 
 
 def time_stage(project: Path, stage: str) -> tuple[float, float]:
@@ -124,12 +79,12 @@ def measure(source: Path, work: Path, repeats: int) -> dict[str, list[float]]:
         figures.setdefault("python", []).append(time_command(work, *python))
         figures.setdefault("import torch", []).append(time_command(work, *python[:2], "import torch"))
         # Stage by stage, in the pipeline's order: each makes the next one's inputs.
-        project = make_project(source, work / f"stages-{i}", overrides)
+        project = tiny_project(source, work / f"stages-{i}", overrides)
         for stage in STAGES:
             started, end = time_stage(project, stage)
             figures.setdefault(f"{stage} start", []).append(started)
             figures.setdefault(f"{stage} end", []).append(end)
-        project = make_project(source, work / f"repro-{i}", overrides)
+        project = tiny_project(source, work / f"repro-{i}", overrides)
         figures.setdefault("dvc repro", []).append(time_command(project, "dvc", "repro"))
     return figures
 
