@@ -131,15 +131,15 @@ def _import(name: str) -> object:
 
 
 @functools.cache
-def _reason_cached(key: int, obj: object) -> str | None:
+def _reason_cached(obj: object) -> str | None:
     return _reason(obj, set())
 
 
 def reason(obj: object) -> str | None:
     """Why calling `obj` makes a test slow, with the path that leads there; None if nothing does."""
     try:
-        return _reason_cached(id(obj), obj)
-    except TypeError:
+        return _reason_cached(obj)  # read once: many tests share fixtures and helpers
+    except TypeError:  # unhashable
         return _reason(obj, set())
 
 
