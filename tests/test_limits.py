@@ -155,11 +155,9 @@ def marks() -> tuple[str, ...]:
 def run_pytest(pytester: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:
     pytester.makepyfile(test_it=source)
     pytester.makeconftest('pytest_plugins = ("limits",)\n')  # the limits alone: no lanes guard
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
-    try:
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
         return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
-    finally:
-        os.environ["PYTHONPATH"] = os.environ["PYTHONPATH"].split(os.pathsep, 1)[1]
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
