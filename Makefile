@@ -60,7 +60,7 @@ test-fast: $(VENV)/.installed
 ui: $(VENV)/.installed
 	$(WITH_VENV) python -m flows.ui
 
-# A Prefect worker for this clone (hotdog/worker.py): creates the process work pool in
+# A Prefect worker for this clone (hotdog/runner/worker.py): creates the process work pool in
 # prefect.yaml if missing, deploys prefect.yaml's flows to it and runs them here, one at a
 # time. Uses the server at PREFECT_API_URL, or starts a local one as `make ui` does.
 worker: $(VENV)/.installed

@@ -18,13 +18,16 @@ from pathlib import Path
 import torch
 
 from benchmarks.seed import finetune_net, train_fine_tuning
-from hotdog.checkpoint import load_state
-from hotdog.data import read_eval_views, read_train_images
-from hotdog.decode import decode_split
-from hotdog.hardware import cpu_model, isa_summary, pick_device
-from hotdog.manifest import scan
-from hotdog.params import SPLITS, eval_resize, read_params
-from hotdog.train import train
+from hotdog.core.names import SPLITS
+from hotdog.core.params import read_params
+from hotdog.data.augment import read_train_images
+from hotdog.data.decode import decode_split
+from hotdog.data.manifest import scan
+from hotdog.data.sizes import eval_resize
+from hotdog.data.transforms import read_eval_views
+from hotdog.model.checkpoint import load_state
+from hotdog.model.hardware import cpu_model, isa_summary, pick_device
+from hotdog.training.train import train
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 

@@ -48,14 +48,14 @@ def set_up(work: Path, source: Path) -> Path:
 
 def expected(project: Path) -> set[str]:
     """The names of every experiment in the project's experiments.yaml, grids expanded."""
-    from hotdog.experiments import read_set, runs_of
+    from hotdog.experiments.spec import read_set, runs_of
 
     return {run for name, o in read_set(project / "experiments.yaml").items() for run in runs_of(name, o)}
 
 
 def outcome(project: Path, names: set[str]) -> dict[str, str]:
     """{experiment: state} for `names`, as `dvc exp show` lists them; 'missing' if it does not."""
-    from hotdog.experiments import experiments_of
+    from hotdog.experiments.compare import experiments_of
 
     show = json.loads(run(project, sys.executable, "-m", "dvc", "exp", "show", "--json").stdout)
     found = {e.name: e.state for e in experiments_of(show)[1]}

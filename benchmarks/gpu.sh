@@ -3,8 +3,8 @@
 #
 #   bash benchmarks/gpu.sh wheels   here, once: the wheels the device image lacks, into .whl/
 #   bash benchmarks/gpu.sh          there, from the repo root (carry .whl):
-#     1. python -m hotdog.cuda_check: the CUDA paths against their CPU counterparts;
-#     2. python -m hotdog.make_data: 2,800 photo-sized synthetic PNGs (the real set's shape);
+#     1. python -m hotdog.training.cuda_check: the CUDA paths against their CPU counterparts;
+#     2. python -m hotdog.data.synthetic: 2,800 photo-sized synthetic PNGs (the real set's shape);
 #     3. python -m benchmarks.bench --record: the seed's code, then the finetune stage,
 #        3 epochs at 224 px, batch 128, appended to benchmarks/RESULTS.md.
 #   Logs and the updated RESULTS.md go to $OUT (or /tmp/gpu-out); copy the entry back by hand.
@@ -45,11 +45,11 @@ if command -v nvidia-smi >/dev/null; then
 fi
 
 # shellcheck disable=SC2086  # GPU_CHECK_ARGS is a list of numbers: images, size, batch
-"$PYTHON" -m hotdog.cuda_check ${GPU_CHECK_ARGS:-} 2>&1 | tee "$out/cuda_check.log"
+"$PYTHON" -m hotdog.training.cuda_check ${GPU_CHECK_ARGS:-} 2>&1 | tee "$out/cuda_check.log"
 
 data="$work/benchdata"
 rm -rf "$data"
-"$PYTHON" -m hotdog.make_data "$data" --train "${GPU_BENCH_TRAIN:-1000}" --test "${GPU_BENCH_TEST:-400}"
+"$PYTHON" -m hotdog.data.synthetic "$data" --train "${GPU_BENCH_TRAIN:-1000}" --test "${GPU_BENCH_TEST:-400}"
 # Random stand-in weights: the machine cannot download torchvision's.
 "$PYTHON" -c 'import sys, torch, torchvision; torch.manual_seed(0); torch.save(torchvision.models.resnet18().state_dict(), sys.argv[1])' \
   "$work/weights.pth"

@@ -10,7 +10,7 @@ if ! python3 -c 'import pydantic, ruamel.yaml' 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 fi
 w=/tmp/stage; rm -rf $w; mkdir -p $w; cp -r hotdog stages params.yaml $w/; cd $w
-python3 -m hotdog.make_data data/hotdog --train "${N:-150}" --test 50 > $out/make_data.log 2>&1
+python3 -m hotdog.data.synthetic data/hotdog --train "${N:-150}" --test 50 > $out/make_data.log 2>&1
 python3 - <<'PY'
 import os
 import torch, torchvision

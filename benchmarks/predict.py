@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench import RESULTS, machine
-from hotdog import inference, predict
-from hotdog.checkpoint import save_checkpoint
-from hotdog.data import EvalViews
-from hotdog.model import build_model
+from hotdog.data.transforms import EvalViews
+from hotdog.model import inference
+from hotdog.model.checkpoint import save_checkpoint
+from hotdog.model.resnet import build_model
+from hotdog.serving import predict, sources
 
 # The `hotdog` command, through the interpreter running this: no installed script needed.
 HOTDOG = [sys.executable, "-m", "hotdog.cli"]
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         work = Path(tmp)
         print(f"1/4 writing {args.images} photo-sized images ...", flush=True)
         folder, checkpoint = make_inputs(work, args.images, args.image_size)
-        files = [f for f in predict.expand([str(folder)]) if isinstance(f, str)]
+        files = [f for f in sources.expand([str(folder)]) if isinstance(f, str)]
         device, precision = predict.pick_runtime("auto", "auto")
         model = predict.load_model(str(checkpoint), device)
         print("2/4 hotdog predict over the folder ...", flush=True)

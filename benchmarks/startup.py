@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.bench import RESULTS, machine
 from benchmarks.tiny import ENV, synthetic_inputs, tiny_project
-from hotdog import events
+from hotdog.core import events
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("download", "weights", "manifest", "decode", "finetune", "scratch", "evaluate", "report")

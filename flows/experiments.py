@@ -1,13 +1,13 @@
 """Prefect flow `hotdog-experiments`: the chapter's exercises as DVC experiments, each run by
 DVC in turn in a temporary copy of the repo, so the workspace stays as it is; it ends with
-their comparison as a table. Its parameter defaults to the set in experiments.yaml.
+their comparison as a table. Without an `experiments` parameter it runs the set in
+experiments.yaml, read when the flow runs: a broken file fails this flow alone, in one line.
 Run once: python -m flows.experiments; serve: make ui
 """
 
 # No `from __future__ import annotations` here: Prefect builds the flow's parameter model
 # from real annotations, and a served run cannot resolve string ones.
 import sys
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -15,21 +15,11 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from flows.repro import StageFailed, project_dir
-from hotdog import events
-from hotdog.experiments import (
-    SET_FILE,
-    ExperimentsError,
-    Failure,
-    check_set,
-    failed_message,
-    read_set,
-    run_set,
-    write_comparison,
-)
-from hotdog.params import PARAMS_FILE, read_params
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SET = read_set(REPO / SET_FILE)  # what the UI shows as the parameter's default
+from hotdog.core import events
+from hotdog.core.params import PARAMS_FILE, read_params
+from hotdog.experiments.compare import Failure, write_comparison
+from hotdog.experiments.run import failed_message, run_set
+from hotdog.experiments.spec import SET_FILE, ExperimentsError, check_set, read_set
 
 
 @task(name="run-experiments", cache_policy=NO_CACHE)
@@ -57,16 +47,18 @@ def compare(names: set[str], failed: dict[str, Failure]) -> list[dict[str, str]]
 
 
 @flow(name="hotdog-experiments", log_prints=True)
-def hotdog_experiments(experiments: dict[str, dict[str, Any]] = DEFAULT_SET,
+def hotdog_experiments(experiments: dict[str, dict[str, Any]] | None = None,
                        sizes: dict[str, Any] | None = None) -> list[dict[str, str]]:
     """Run each experiment of the set as a DVC experiment and compare them.
 
     `experiments` maps a name to the params.yaml keys it sets ({"freeze-body":
-    {"finetune.freeze_body": true}}; a list is a grid). `sizes` apply to all of them, for a
+    {"finetune.freeze_body": true}}; a list is a grid); None runs the set in experiments.yaml. `sizes` apply to all of them, for a
     quick pass: {"train.epochs": 1, "train.image_size": 64}.
     """
     project = project_dir()
     try:
+        if experiments is None:
+            experiments = read_set(project / SET_FILE)
         check_set(experiments, sizes or {}, project / PARAMS_FILE)  # a bad key fails before anything runs
     except ExperimentsError as err:
         raise StageFailed(str(err)) from None

@@ -9,17 +9,12 @@ Run once: python -m flows.pipeline [--scratch-lr 1e-3 ... --push]; serve: make u
 # from real annotations, and a served run cannot resolve string ones.
 import argparse
 import sys
-from pathlib import Path
-from typing import Any, Callable, get_args, get_origin
+from typing import Any, get_args, get_origin
 from uuid import UUID
 
-from dvc.config import Config, ConfigError
 from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import (
-    create_link_artifact,
-    create_markdown_artifact,
     create_progress_artifact,
-    create_table_artifact,
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
@@ -29,29 +24,25 @@ from prefect.states import Cancelled
 from ruamel.yaml import YAML
 
 from flows.repro import StageFailed, StageInterrupted, project_dir, repro
-from hotdog import events, runlock
-from hotdog.dvc_run import stream_dvc
-from hotdog.params import PARAMS_FILE, RUNS, Params, ParamsError, apply_overrides, read_params
-from hotdog.results import COMPARISON_HEADER, comparison_rows, read_evaluation, read_runs
-from hotdog.runlock import RepoBusy
+from hotdog.core import events
+from hotdog.core.names import RUNS, STAGES
+from hotdog.core.overrides import apply_overrides
+from hotdog.core.params import PARAMS_FILE, Params, ParamsError, read_params
+from hotdog.runner import runlock
+from hotdog.runner.artifacts import publish_artifacts
+from hotdog.runner.remote import PushFailed, default_remote, push_outputs
+from hotdog.runner.runlock import RepoBusy
 
-REPO = Path(__file__).resolve().parents[1]
-# The tasks are dvc.yaml's stages, in its order, so the two cannot drift apart.
-STAGES = tuple(YAML(typ="safe").load((REPO / "dvc.yaml").read_text())["stages"])
 NETWORK_STAGES = ("download", "weights")  # the only ones a retry can help
 TRAINING_WEIGHT = 10  # a training stage counts this many times another in the progress bar
 # Flow parameter -> params.yaml key; anything else goes through `params`. Each parameter's
-# type is the key's type in hotdog.params (param_type), so the two cannot drift apart.
+# type is the key's type in hotdog.core.params (param_type), so the two cannot drift apart.
 PARAMETER_KEYS = {
     "finetune_lr": "finetune.lr", "scratch_lr": "scratch.lr", "epochs": "train.epochs",
     "batch_size": "train.batch_size", "image_size": "train.image_size", "device": "train.device",
     "precision": "train.precision", "augment": "train.augment", "data_url": "data.url",
     "data_sha1": "data.sha1",
 }
-PLOTS_DIR = "dvc_plots"  # `dvc plots show` writes its HTML here (git-ignored)
-NO_REMOTE = ("no default DVC remote to push to: add one with `dvc remote add -d <name> s3://<bucket>/<path>` "
-             "(for MinIO or Ceph also `dvc remote modify <name> endpointurl <url>`), commit .dvc/config, then "
-             "`dvc push`: this run's outputs are in the local cache")
 
 
 def param_type(key: str) -> Any:
@@ -84,7 +75,7 @@ def run_stage(stage: str, progress_id: UUID | None = None) -> bool:
     try:
         ran = repro(stage, project_dir(), logger.info, on_event)
     except TerminationSignal:
-        # repro has stopped dvc's whole process group by now (hotdog.dvc_run.stream_dvc).
+        # repro has stopped dvc's whole process group by now (hotdog.runner.dvc_run.stream_dvc).
         # Prefect would call the task Crashed; when the flow run is being cancelled (the
         # UI's Cancel button), the truth is Cancelled.
         if not flow_run_cancelling():
@@ -122,49 +113,6 @@ def stage_task(stage: str):
 TASKS = {stage: stage_task(stage) for stage in STAGES}
 
 
-class PushFailed(RuntimeError):
-    """`dvc push` failed or had nowhere to go; the message says what to do."""
-
-
-def default_remote(project: Path) -> tuple[str, str]:
-    """The name and URL of the remote `dvc push` would use, from every level of DVC's config
-    (.dvc/config, config.local, global, system); PushFailed when there is none."""
-    try:
-        config = Config(dvc_dir=str(project / ".dvc"))
-    except ConfigError as err:
-        raise PushFailed(f"cannot push: {err}; fix it with `dvc remote modify` or `dvc config`") from None
-    name = config["core"].get("remote")
-    if not name:
-        raise PushFailed(NO_REMOTE)
-    if name not in config["remote"]:
-        raise PushFailed(f"the default DVC remote '{name}' (core.remote) is not defined: add it with "
-                         f"`dvc remote add -d {name} s3://<bucket>/<path>`, or pick another with `dvc remote default`")
-    return name, config["remote"][name]["url"]
-
-
-def push_failure(name: str, url: str, said: str) -> str:
-    """The one line for a failed `dvc push`, with what to check for this kind of remote."""
-    if url.startswith("s3://"):
-        check = (f"if it is the credentials, set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment "
-                 f"(or `dvc remote modify --local {name} access_key_id ...` and `... secret_access_key ...`, "
-                 f"which stay out of git); else check the bucket and endpointurl (`dvc remote list`, "
-                 f"`dvc config -l`)")
-    else:
-        check = f"check that this machine can reach and write {url} (`dvc remote list`)"
-    return f"dvc push to remote '{name}' ({url}) failed: {said}; {check}; then `dvc push` (no need to run again)"
-
-
-def push_outputs(project: Path, on_line: Callable[[str], None]) -> str:
-    """`dvc push` every output dvc.lock records to the default remote, its output lines to
-    on_line; returns the remote's name, or raises PushFailed."""
-    name, url = default_remote(project)
-    # DVC's own words go to the log and are never parsed (tests/test_seams.py).
-    returncode = stream_dvc(["push"], project, on_line)
-    if returncode != 0:
-        raise PushFailed(push_failure(name, url, f"exit status {returncode}, dvc's error is in the log above"))
-    return name
-
-
 @task(name="push", task_run_name="push", cache_policy=NO_CACHE)
 def push_task() -> str:
     """The flow's last task: `dvc push`, streamed to the task's log; returns the remote's name.
@@ -180,28 +128,6 @@ def collect_overrides(named: dict[str, Any], params: dict[str, Any] | None) -> d
     overrides = {PARAMETER_KEYS[k]: v for k, v in named.items() if v is not None}
     overrides.update(params or {})
     return overrides
-
-
-def publish_artifacts(project: Path) -> None:
-    """The metrics table, the report, and links to the report and plots."""
-    rel = read_params(project / PARAMS_FILE).paths
-    p = rel.under(project)
-    _, summaries = read_runs(p)  # the report stage's own checked readers
-    rows = [dict(zip(COMPARISON_HEADER, row)) for row in comparison_rows(summaries, read_evaluation(p))]
-    create_table_artifact(rows, key="hotdog-metrics",
-                          description="Final metrics of both runs beside d2l's published figures")
-    create_markdown_artifact(p.report.read_text(), key="hotdog-report",
-                             description=f"{p.report} (figures are in {p.figures})")
-    stream_dvc(["plots", "show", "--out", PLOTS_DIR], project, lambda line: None)
-    create_link_artifact(p.report.as_uri(), link_text=str(rel.report), key="hotdog-link-report",
-                         description="The report (open it beside its figures/ folder)")
-    plots = project / PLOTS_DIR / "index.html"
-    if plots.exists():
-        create_link_artifact(plots.as_uri(), link_text="dvc plots show", key="hotdog-link-plots",
-                             description="DVC's interactive plots of the training curves")
-    figures = sorted(p.figures.glob("*.png"))
-    create_markdown_artifact("\n".join(f"- [{f.name}]({f.as_uri()})" for f in figures),
-                             key="hotdog-figures", description=f"The report's figures, in {p.figures}")
 
 
 @flow(name="hotdog-pipeline", log_prints=True)

@@ -1,6 +1,6 @@
 """Prefect flow `hotdog-predict`: score a folder of photos, or a list of URLs, with a trained
 model; write the answers to a Parquet file (paths.scored) and end with tables of them. It
-calls hotdog.predict, as the `hotdog predict` command does; it is no DVC stage, since new
+calls hotdog.serving.predict, as the `hotdog predict` command does; it is no DVC stage, since new
 photos are no part of the pipeline's record.
 Run once: python -m flows.predict FOLDER [--model scratch]; serve: make ui
 """
@@ -23,10 +23,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 
 from flows.repro import StageFailed, project_dir
-from hotdog import predict
-from hotdog.errors import StageError
-from hotdog.params import PARAMS_FILE, RUNS, read_params
-from hotdog.schema import SCORED, write_table
+from hotdog.core.errors import StageError
+from hotdog.core.names import RUNS
+from hotdog.core.params import PARAMS_FILE, read_params
+from hotdog.core.schema import SCORED, write_table
+from hotdog.serving import predict, sources
 
 EXTREMES = 10  # most and least confident images in the summary table
 
@@ -40,7 +41,7 @@ def score(inputs: list[str], model: str, device: str, precision: str, batch_size
         models = [predict.load_model(model, runtime[0])]
     except StageError as err:
         raise StageFailed(str(err)) from None
-    items = list(predict.expand(inputs))
+    items = list(sources.expand(inputs))
     logger.info("scoring %d image(s) with %s on %s, %s", len(items), model, *runtime)
     progress = create_progress_artifact(0.0, key="hotdog-predict-progress", description="Images scored")
     done = 0
@@ -59,7 +60,7 @@ def score(inputs: list[str], model: str, device: str, precision: str, batch_size
 
 @task(name="write", cache_policy=NO_CACHE)
 def write(answers: list[predict.Answer], out: Path) -> None:
-    """The answers as a Parquet file (hotdog.schema.SCORED), written atomically."""
+    """The answers as a Parquet file (hotdog.core.schema.SCORED), written atomically."""
     try:
         write_table(predict.table(answers), out, SCORED)
     except StageError as err:

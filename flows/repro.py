@@ -1,6 +1,6 @@
 """Running one DVC stage for a flow: `dvc repro --single-item <stage>`, its output streamed.
 
-What the stage did comes from its events (hotdog.events) alone: whether it started, how far
+What the stage did comes from its events (hotdog.core.events) alone: whether it started, how far
 it is, whether it failed and whether a retry may help. DVC's own text is passed on to the
 log as it is and never parsed, so a DVC release that rewords it changes nothing here.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from hotdog import events
-from hotdog.dvc_run import stream_dvc
+from hotdog.core import events
+from hotdog.runner.dvc_run import stream_dvc
 
 
 class StageFailed(RuntimeError):

@@ -5,7 +5,7 @@ Run from the repo root: python -m flows.ui
 
 from __future__ import annotations
 
-from hotdog.prefect_server import running_server
+from hotdog.runner.prefect_server import running_server
 
 DEPLOYMENT = "local"
 

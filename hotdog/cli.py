@@ -8,12 +8,12 @@ from importlib import import_module
 
 # subcommand -> (module with main(argv), what it does)
 COMMANDS = {
-    "predict": ("hotdog.predict", "classify photos (files, folders, URLs) with the trained models"),
-    "demo": ("hotdog.demo", "a local page: drop a photo, see both models' verdicts (make demo)"),
-    "experiments": ("hotdog.experiments", "run the chapter's exercises as DVC experiments, and compare them"),
-    "make-data": ("hotdog.make_data", "write a photo-sized synthetic stand-in for the hotdog folder"),
-    "cuda-check": ("hotdog.cuda_check", "check the CUDA training paths against the CPU's"),
-    "worker": ("hotdog.worker", "deploy prefect.yaml's flows to their work pool and run a worker here (make worker)"),
+    "predict": ("hotdog.serving.predict", "classify photos (files, folders, URLs) with the trained models"),
+    "demo": ("hotdog.serving.demo", "a local page: drop a photo, see both models' verdicts (make demo)"),
+    "experiments": ("hotdog.experiments.cli", "run the chapter's exercises as DVC experiments, and compare them"),
+    "make-data": ("hotdog.data.synthetic", "write a photo-sized synthetic stand-in for the hotdog folder"),
+    "cuda-check": ("hotdog.training.cuda_check", "check the CUDA training paths against the CPU's"),
+    "worker": ("hotdog.runner.worker", "deploy prefect.yaml's flows to their work pool and run a worker here (make worker)"),
 }
 USAGE = "usage: hotdog {" + ",".join(COMMANDS) + "} [args]\n\n" + "\n".join(
     f"  {name:12} {what}" for name, (_, what) in COMMANDS.items())

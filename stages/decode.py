@@ -8,10 +8,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hotdog.decode import decode_split
-from hotdog.errors import run_main
-from hotdog.params import SPLITS, Paths, eval_resize, load_params
-from hotdog.schema import MANIFEST, read_table
+from hotdog.core.names import SPLITS
+from hotdog.core.params import load_params
+from hotdog.core.paths import Paths
+from hotdog.core.schema import MANIFEST, read_table
+from hotdog.data.decode import decode_split
+from hotdog.data.sizes import eval_resize
+from hotdog.runner.stage import run_main
 
 PARAMS = ("train.image_size",)
 

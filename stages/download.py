@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hotdog.archive import extract
-from hotdog.errors import run_main
-from hotdog.fetch import fetch
-from hotdog.params import Paths, load_params
+from hotdog.core.params import load_params
+from hotdog.core.paths import Paths
+from hotdog.data.archive import extract
+from hotdog.data.fetch import fetch
+from hotdog.runner.stage import run_main
 
 PARAMS = ("data",)
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hotdog.errors import run_main
-from hotdog.files import write_json
-from hotdog.params import RUNS, Paths, load_params
-from hotdog.schema import PREDICTIONS, write_table
+from hotdog.core.files import write_json
+from hotdog.core.names import RUNS
+from hotdog.core.params import load_params
+from hotdog.core.paths import Paths
+from hotdog.core.schema import PREDICTIONS, write_table
+from hotdog.runner.stage import run_main
 
 PARAMS = ("train.image_size", "train.batch_size", "train.device", "train.precision")
 
@@ -23,9 +25,9 @@ def outputs(paths: Paths) -> list[Path]:
 
 def main() -> None:
     # torch and all that uses it are imported here, once the stage has said it started.
-    from hotdog.data import read_eval_views
-    from hotdog.evaluate import evaluate
-    from hotdog.inference import load_trained
+    from hotdog.data.transforms import read_eval_views
+    from hotdog.evaluation.evaluate import evaluate
+    from hotdog.model.inference import load_trained
 
     p = load_params(*PARAMS)
     models = {run: load_trained(p.paths.checkpoint(run), f"run `dvc repro {run}`")[0] for run in RUNS}

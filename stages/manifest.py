@@ -8,11 +8,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hotdog.errors import run_main
-from hotdog.files import write_json
-from hotdog.manifest import scan, write_rejects
-from hotdog.params import CLASSES, SPLITS, Paths, load_params
-from hotdog.schema import MANIFEST, write_table
+from hotdog.core.files import write_json
+from hotdog.core.names import CLASSES, SPLITS
+from hotdog.core.params import load_params
+from hotdog.core.paths import Paths
+from hotdog.core.schema import MANIFEST, write_table
+from hotdog.data.manifest import scan, write_rejects
+from hotdog.runner.stage import run_main
 
 PARAMS = ("manifest",)
 

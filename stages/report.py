@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hotdog.errors import run_main
-from hotdog.files import atomic_path
-from hotdog.params import Paths, load_params
-from hotdog.report import param_rows, read_inputs, report_text, write_figures
+from hotdog.core.files import atomic_path
+from hotdog.core.params import load_params
+from hotdog.core.paths import Paths
+from hotdog.evaluation.report import param_rows, read_inputs, report_text, write_figures
+from hotdog.runner.stage import run_main
 
 PARAMS = ("seed", "train", "finetune", "scratch")
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hotdog.errors import run_main
-from hotdog.fetch import fetch
-from hotdog.params import Paths, load_params
-from hotdog.weights import check_weights
+from hotdog.core.params import load_params
+from hotdog.core.paths import Paths
+from hotdog.data.fetch import fetch
+from hotdog.model.weights import check_weights
+from hotdog.runner.stage import run_main
 
 PARAMS = ("weights",)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +28,7 @@ def pytest_report_header(config) -> list[str]:
     """The CPU and the ISA caps of this run: what torch computes depends on both."""
     import torch
 
-    from hotdog.hardware import cpu_model, isa_summary
+    from hotdog.model.hardware import cpu_model, isa_summary
 
     caps = " ".join(f"{k}={os.environ[k]}" for k in ISA_CAPS if k in os.environ) or "none"
     return [f"cpu: {cpu_model()} ({isa_summary()}), {os.cpu_count()} cores; torch {torch.__version__}, "
@@ -108,9 +107,24 @@ def sh(cwd: Path, *args: str) -> str:
     return run.stdout + run.stderr
 
 
-def ran(output: str) -> list[str]:
-    """The stages a `dvc repro` output says it ran."""
-    return re.findall(r"Running stage '([\w@-]+)'", output)
+def dvc_repro(cwd: Path, *args: str) -> str:
+    """`dvc repro <args>` with the stages' events on, as the flow runs it; its output. Fails
+    the test, showing the output, if dvc fails. started() reads the events in it; DVC's own
+    lines there are for people."""
+    from hotdog.core import events
+
+    run = subprocess.run(["dvc", "repro", *args], cwd=cwd, env={**ENV, events.ENV: "1"},
+                         capture_output=True, text=True)
+    assert run.returncode == 0, f"dvc repro {' '.join(args)} failed:\n{run.stdout}\n{run.stderr}"
+    return run.stdout + run.stderr
+
+
+def started(output: str) -> list[str]:
+    """The stages whose command began, in order, from their Started events in dvc_repro's
+    output; what DVC itself printed there is not read."""
+    from hotdog.core import events
+
+    return [e.stage for e in map(events.parse, output.splitlines()) if isinstance(e, events.Started)]
 
 
 def copy_project(dest: Path) -> Path:
@@ -152,7 +166,7 @@ def make_project(dest: Path, served, overrides: dict | None = None) -> Path:
 class PipelineRun(NamedTuple):
     project: Path  # copy it with copy_run; never change it
     overrides: dict  # what its params.yaml sets on top of the repo's and TINY
-    output: str  # what its `dvc repro` printed
+    output: str  # what its `dvc repro` printed, the stages' events among it (see started)
 
 
 @pytest.fixture(scope="session")
@@ -180,7 +194,7 @@ def pipeline_run(tmp_path_factory, worker_id) -> PipelineRun:
             write_params(project / "params.yaml", overrides)
             sh(project, "git", "add", "-A")
             sh(project, "git", "commit", "-qm", "project")
-            (root / "repro.log").write_text(sh(project, "dvc", "repro"))
+            (root / "repro.log").write_text(dvc_repro(project))
             sh(project, "git", "add", "-A")
             sh(project, "git", "commit", "-qm", "pipeline run")
             (root / "overrides.json").write_text(json.dumps(overrides))
@@ -204,7 +218,7 @@ def prefect_api(tmp_path_factory):
 
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
-    from hotdog.prefect_server import start_server
+    from hotdog.runner.prefect_server import start_server
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -38,7 +38,7 @@ PROCESSES = ("subprocess", "multiprocessing", "concurrent.futures.process", "pty
              "torch.multiprocessing", "torch.distributed.elastic", "torch.distributed.launcher")
 SERVERS = ("uvicorn",)
 BROWSERS = ("playwright",)
-TRAINING = ("hotdog.train.train",)  # a whole training run, however small
+TRAINING = ("hotdog.training.train.train",)  # a whole training run, however small
 # Fixtures from outside this repo, whose code is not read: what they start.
 FIXTURES = {"pytester": "a pytest run in a subprocess"}
 
@@ -221,7 +221,7 @@ def _fast_lane_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
         m.setattr(multiprocessing.process.BaseProcess, "start", _refuse("a process (multiprocessing)"))
         m.setattr(socket.socket, "listen", _refuse("a server (a listening socket)"))
         # stages._training imports the function where it trains, so it finds the stand-in too.
-        module = sys.modules.get("hotdog.train")  # not imported here: importing torch starts ldconfig
+        module = sys.modules.get("hotdog.training.train")  # not imported here: importing torch starts ldconfig
         if module is not None:
             m.setattr(module, "train", _refuse("a training run"))
         yield

@@ -28,8 +28,8 @@ from conftest import REPO, write_params
 from servers import serve_directory
 from synthetic import write_zip, write_zip_declaring
 
-from hotdog import events
-from hotdog.params import CLASSES, SPLITS
+from hotdog.core import events
+from hotdog.core.names import CLASSES, SPLITS
 
 # A well-formed hotdog.zip's members, three bytes each: enough for every check but decoding.
 GOOD = {f"hotdog/{split}/{cls}/{i}.png": b"png" for split in SPLITS for cls in CLASSES for i in (0, 1)}
@@ -319,8 +319,8 @@ def test_training_stops_cleanly_when_the_checkpoint_does_not_fit(decoded_project
 
 def test_torch_save_to_a_path_that_fails_is_one_line_too(tmp_path: Path) -> None:
     # save_checkpoint hands torch a Python file, so the OSError shows; a torch.save(obj, path)
-    # inside atomic_path (hotdog.resume's) fails in C++ with no errno, which must read the same.
-    code = ("import torch, sys\nfrom hotdog.errors import StageError\nfrom hotdog.files import atomic_path\n"
+    # inside atomic_path (hotdog.training.resume's) fails in C++ with no errno, which must read the same.
+    code = ("import torch, sys\nfrom hotdog.core.errors import StageError\nfrom hotdog.core.files import atomic_path\n"
             "try:\n    with atomic_path('state.pt') as tmp:\n        torch.save({'w': torch.zeros(1 << 18)}, tmp)\n"
             "except StageError as err:\n    sys.exit(str(err))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=stage_env(), capture_output=True,

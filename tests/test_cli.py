@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hotdog import make_data
 from hotdog.cli import main
-from hotdog.params import CLASSES, SPLITS
+from hotdog.core.names import CLASSES, SPLITS
+from hotdog.data import synthetic as make_data
 
 
 def test_make_data_writes_a_photo_sized_stand_in(tmp_path, capsys):

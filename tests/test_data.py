@@ -11,21 +11,14 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms.v2 import functional as F
 
-from hotdog import data
-from hotdog.data import (
-    IMAGENET_STD,
-    DecodedImages,
-    ResidentBatches,
-    WorkerBatches,
-    normalize,
-    plan_epoch,
-    resized_crops,
-    train_view,
-)
-from hotdog.decode import decode_image, rgb_pixels
-from hotdog.errors import StageError
-from hotdog.params import eval_resize, load_params
-from hotdog.schema import DECODED, MANIFEST, read_arrow, read_table
+from hotdog.core.errors import StageError
+from hotdog.core.params import load_params
+from hotdog.core.schema import DECODED, MANIFEST, read_arrow, read_table
+from hotdog.data import augment as data
+from hotdog.data.augment import DecodedImages, ResidentBatches, WorkerBatches, plan_epoch, resized_crops, train_view
+from hotdog.data.decode import decode_image, rgb_pixels
+from hotdog.data.sizes import eval_resize
+from hotdog.data.transforms import IMAGENET_STD, eval_view, normalize
 
 pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test
 
@@ -134,16 +127,16 @@ def test_train_view_is_the_seeds_transform():
 
 def test_test_view_is_the_seeds_transform():
     img = photo(120, 90)
-    got = normalize(data.eval_view(F.pil_to_tensor(img), 224)[None])[0]
+    got = normalize(eval_view(F.pil_to_tensor(img), 224)[None])[0]
     assert within_rounding(got, seed_test_augs(224, 256)(img))
     assert not within_rounding(got, seed_test_augs(224, 260)(img))  # a resize 4 px off is caught
-    assert data.eval_view(F.pil_to_tensor(img), 32).shape == (3, 32, 32)
+    assert eval_view(F.pil_to_tensor(img), 32).shape == (3, 32, 32)
 
 
 @pytest.mark.parametrize("size", [(500, 375), (375, 500), (64, 64), (37, 91), (299, 300), (48, 37)])
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
 def test_the_decode_resize_is_torchvisions(size, mode):
-    # hotdog.decode resizes with PIL itself, so that its stage needs no torch; it must give
+    # hotdog.data.decode resizes with PIL itself, so that its stage needs no torch; it must give
     # exactly what torchvision's resize of the PIL image gives, sizes and rounding included.
     rng = np.random.default_rng(size[0] * size[1])
     img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
@@ -170,7 +163,7 @@ def test_decoded_images_give_the_seeds_test_view_within_a_level(tmp_path):
     # maximum of 8 levels out of 255 (measured here: 0.2 and 2 on a 500x375 image).
     original, cached = smooth_photo_and_its_decoded_copy(tmp_path, (500, 375))
     expected = F.pil_to_tensor(F.center_crop(F.resize(original, [256, 256], antialias=True), [224, 224]))
-    diff = (data.eval_view(cached, 224).int() - expected.int()).abs().float()
+    diff = (eval_view(cached, 224).int() - expected.int()).abs().float()
     assert diff.mean() <= 1 and diff.max() <= 8
 
 
@@ -289,7 +282,7 @@ def png_with_bad_pixels() -> bytes:
 
 
 def test_an_image_that_passes_the_manifest_but_does_not_decode_is_named(tiny_project):
-    from hotdog.manifest import probe_image
+    from hotdog.data.manifest import probe_image
     from stages import decode, manifest
 
     manifest.main()

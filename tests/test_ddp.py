@@ -1,4 +1,4 @@
-"""Data-parallel training (hotdog.distributed) with gloo processes on the CPU."""
+"""Data-parallel training (hotdog.training.distributed) with gloo processes on the CPU."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from servers import free_port
 from synthetic import dataset_files, write_tree, write_weights
 from torch import nn
 
-from hotdog import distributed
-from hotdog.data import normalize
-from hotdog.model import build_model
-from hotdog.train import train_one_epoch
+from hotdog.data.transforms import normalize
+from hotdog.model.resnet import build_model
+from hotdog.training import distributed
+from hotdog.training.train import train_one_epoch
 
 LR = 0.01
 SIZE = 64  # layer4 is 2x2 here, so BatchNorm trains on a share of one image too

@@ -17,11 +17,11 @@ from ruamel.yaml import YAML
 from servers import serve_directory
 from synthetic import write_zip_declaring
 
-from hotdog import fetch
-from hotdog.archive import extract
-from hotdog.errors import StageError
-from hotdog.params import CLASSES, SPLITS
-from hotdog.weights import check_state_dict, load_weights, resnet18_shapes
+from hotdog.core.errors import StageError
+from hotdog.core.names import CLASSES, SPLITS
+from hotdog.data import fetch
+from hotdog.data.archive import extract
+from hotdog.model.weights import check_state_dict, load_weights, resnet18_shapes
 from stages import weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -218,7 +218,7 @@ def test_check_state_dict_names_a_few_keys_and_counts_the_rest() -> None:
 
 
 def test_the_expected_shapes_are_resnet18s() -> None:
-    # Written out in hotdog.weights so that the weights stage needs no torchvision; the
+    # Written out in hotdog.model.weights so that the weights stage needs no torchvision; the
     # order counts too, as the messages name the first missing keys.
     state = torchvision.models.resnet18(weights=None).state_dict()
     assert list(resnet18_shapes().items()) == [(k, tuple(v.shape)) for k, v in state.items()]

@@ -4,12 +4,13 @@ import random
 import pytest
 import torch
 
-from hotdog.errors import StageError
-from hotdog.evaluate import confusion, per_class, roc_auc, score
-from hotdog.inference import load_trained
-from hotdog.model import build_model
-from hotdog.params import RUNS, load_params
-from hotdog.schema import PREDICTIONS, read_table
+from hotdog.core.errors import StageError
+from hotdog.core.names import RUNS
+from hotdog.core.params import load_params
+from hotdog.core.schema import PREDICTIONS, read_table
+from hotdog.evaluation.evaluate import confusion, per_class, roc_auc, score
+from hotdog.model.inference import load_trained
+from hotdog.model.resnet import build_model
 
 pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test
 

@@ -1,4 +1,4 @@
-"""The one channel from stages to the flow (hotdog.events): every event round-trips, and a
+"""The one channel from stages to the flow (hotdog.core.events): every event round-trips, and a
 stage run with events on says what it did."""
 
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 from conftest import REPO, write_params
 
-from hotdog import events
+from hotdog.core import events
 
 ONE_OF_EACH = [
     events.Started(stage="finetune"),

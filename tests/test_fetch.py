@@ -1,4 +1,4 @@
-"""hotdog.fetch against real HTTP servers on 127.0.0.1 and local files."""
+"""hotdog.data.fetch against real HTTP servers on 127.0.0.1 and local files."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from servers import (
     serve_unavailable,
 )
 
-from hotdog import fetch as fetch_module
-from hotdog.errors import StageError
-from hotdog.fetch import DigestMismatch, DownloadError, FetchError, SourceError, fetch
+from hotdog.core.errors import StageError
+from hotdog.data import fetch as fetch_module
+from hotdog.data.fetch import DigestMismatch, DownloadError, FetchError, SourceError, fetch
 
 PAYLOAD = random.Random(0).randbytes(300_000)  # several chunks, so a cut lands mid-stream
 SHA1 = hashlib.sha1(PAYLOAD).hexdigest()

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pyarrow.parquet as pq
 import pytest
-from conftest import ENV, make_project, ran, sh, stop
+from conftest import ENV, dvc_repro, make_project, sh, started, stop
 from limits import E2E
 from playwright.sync_api import sync_playwright
 from prefect.client.orchestration import get_client
@@ -31,12 +31,14 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelling
 from servers import CHROMIUM, CHROMIUM_ARGS, free_port, serve_directory
 
-from flows.pipeline import STAGES, hotdog_pipeline
+from flows.pipeline import hotdog_pipeline
+from hotdog.core.names import STAGES
 
 pytestmark = pytest.mark.timeout(E2E)  # whole pipeline runs, through dvc or Prefect
 DEPLOYMENT = "hotdog-pipeline/local"
 EXPERIMENTS = "hotdog-experiments/local"
 PREDICT = "hotdog-predict/local"
+BROKEN_SET = "freeze-body: {finetune.freeze_body: true\n"  # an unclosed mapping
 
 
 def wait_for_deployment(api: str, ui: subprocess.Popen, log: Path, timeout: float = 180) -> None:
@@ -57,8 +59,13 @@ def wait_for_deployment(api: str, ui: subprocess.Popen, log: Path, timeout: floa
 
 @pytest.fixture(scope="module")
 def ui(served, tmp_path_factory):
-    """`python -m flows.ui` in a fresh project, on a free loopback port: (api url, project)."""
+    """`python -m flows.ui` in a fresh project, on a free loopback port: (api url, project).
+
+    Its experiments.yaml is broken on purpose: `make ui` must serve every flow regardless, and
+    only a run of the experiments flow that reads the file fails (tests below pass the set
+    they run as a parameter)."""
     project = make_project(tmp_path_factory.mktemp("ui") / "project", served)
+    (project / "experiments.yaml").write_text(BROKEN_SET)
     api = f"http://127.0.0.1:{free_port()}/api"
     home = tmp_path_factory.mktemp("prefect-home")
     env = {**ENV, "PREFECT_API_URL": api, "PREFECT_HOME": str(home)}
@@ -164,14 +171,14 @@ def test_a_run_from_the_ui_completes_with_its_artifacts(ui_run, tmp_path):
 
 def test_after_a_flow_run_dvc_has_nothing_to_do(ui_run, monkeypatch):
     api, project, _ = ui_run
-    assert "Data and pipelines are up to date" in sh(project, "dvc", "status")
-    assert ran(sh(project, "dvc", "repro")) == []
+    assert json.loads(sh(project, "dvc", "status", "--json")) == {}
+    assert started(dvc_repro(project)) == []
     monkeypatch.chdir(project)
     state = hotdog_pipeline(return_state=True)
     assert state.is_completed()
+    assert state.result() == {stage: False for stage in STAGES}  # what each stage's task says DVC did
     expected = [f"{stage}: up to date, not run (nothing it uses changed since dvc.lock)" for stage in STAGES]
     logs = logs_with(state.state_details.flow_run_id, *expected)
-    assert not [line for line in logs if line.startswith("Running stage")]
     for line in expected:
         assert line in logs
 
@@ -191,8 +198,9 @@ def test_an_override_shows_in_dvc_and_changes_the_metrics(ui_run, tmp_path, monk
     changed = {f"{file}:{key}" for file, keys in metrics.items() for key in keys}
     assert "metrics/scratch.json:loss" in changed and "metrics/evaluate.json:scratch.loss" in changed
     assert not any("finetune" in key for key in changed)
+    assert [stage for stage, ran in state.result().items() if ran] == ["scratch", "evaluate", "report"]
     logs = logs_with(state.state_details.flow_run_id, "report: wrote reports/report.md and reports/figures/")
-    assert ran("\n".join(logs)) == ["scratch", "evaluate", "report"]
+    assert any(line.startswith("report: wrote reports/report.md") for line in logs)  # the stage's own lines
 
 
 def test_a_bad_override_fails_the_run_before_any_stage(ui_run, monkeypatch):
@@ -260,6 +268,11 @@ def test_the_experiments_deployment_runs_them_and_tabulates_them(ui_run):
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "baseline for experiments")
     before = (project / "params.yaml").read_bytes()
+    # No set given: the flow reads experiments.yaml, which the ui fixture broke, and fails
+    # alone, in one line, before any task; the server served every flow all the same.
+    broken = run_deployment(EXPERIMENTS, parameters={}, timeout=300, poll_interval=2)
+    assert broken.state.is_failed() and task_runs_of(broken.id) == {}
+    assert broken.state.message.count("\n") == 0 and "experiments.yaml: line 2 is not valid YAML" in broken.state.message
     bad = run_deployment(EXPERIMENTS, parameters={"experiments": {"typo": {"finetune.lrr": 1e-4}}},
                          timeout=300, poll_interval=2)
     assert bad.state.is_failed() and "experiment 'typo'" in bad.state.message

@@ -5,12 +5,11 @@ import inspect
 import pytest
 from conftest import REPO
 from prefect.states import Failed
-from test_seams import STAGES as SEAM_STAGES
+from ruamel.yaml import YAML
 
 from flows.pipeline import (
     NETWORK_STAGES,
     PARAMETER_KEYS,
-    STAGES,
     TASKS,
     collect_overrides,
     hotdog_pipeline,
@@ -20,14 +19,18 @@ from flows.pipeline import (
     stage_spans,
 )
 from flows.repro import StageFailed, StageInterrupted, outcome
-from hotdog import events
-from hotdog.params import read_params
+from hotdog.core import events
+from hotdog.core.names import STAGES
+from hotdog.core.params import read_params
 
 
-def test_one_task_per_stage_in_dvc_order():
-    assert list(STAGES) == SEAM_STAGES  # the order tests/test_seams.py pins for dvc.yaml
-    assert [TASKS[s].name for s in STAGES] == list(STAGES)
-    assert set(NETWORK_STAGES) <= set(STAGES)
+def test_each_task_is_named_for_its_dvc_stage_and_runs_in_dvc_yamls_order():
+    # The flow runs TASKS[stage](stage) for each of STAGES, and the UI lists each task run
+    # by its name: all of them must be dvc.yaml's stages, read here as DVC reads the file.
+    stages = list(YAML(typ="safe").load((REPO / "dvc.yaml").read_text())["stages"])
+    assert list(STAGES) == stages  # the order the flow runs the tasks in
+    assert {key: (t.name, t.task_run_name) for key, t in TASKS.items()} == {s: (s, s) for s in stages}
+    assert set(NETWORK_STAGES) <= set(stages)
     assert TASKS["download"].retries == 2 and TASKS["manifest"].retries == 0
 
 

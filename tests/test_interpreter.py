@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import ENV, copy_project, write_params
 from synthetic import dataset_files, write_tree
 
-from hotdog.interpreter import dvc_python
+from hotdog.runner.interpreter import dvc_python
 
 DVC = str(Path(sys.executable).parent / "dvc")
 

@@ -18,7 +18,7 @@ from servers import serve_directory
 
 # Imported now, not under the guard: importing torch runs ldconfig. stages._training imports
 # the training code only when it trains, so that is imported here too.
-import hotdog.train  # noqa: F401
+import hotdog.training.train  # noqa: F401
 import stages._training  # noqa: F401
 import stages.decode  # noqa: F401
 

@@ -7,10 +7,10 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from hotdog.errors import StageError
-from hotdog.manifest import list_images, probe_image, scan
-from hotdog.params import load_params
-from hotdog.schema import MANIFEST, read_table, write_table
+from hotdog.core.errors import StageError
+from hotdog.core.params import load_params
+from hotdog.core.schema import MANIFEST, read_table, write_table
+from hotdog.data.manifest import list_images, probe_image, scan
 from stages import manifest as manifest_stage
 
 
@@ -73,7 +73,7 @@ def test_same_input_gives_identical_bytes(tiny_project):
 def test_parallel_probe_matches_serial(tiny_project):
     items = list_images(tiny_project / "data/hotdog", "train")
     serial = [probe_image(tiny_project / "data/hotdog", rel, label) for rel, label in items]
-    from hotdog.manifest import probe_all
+    from hotdog.data.manifest import probe_all
 
     assert probe_all(tiny_project / "data/hotdog", items * 10, workers=2) == serial * 10
 
@@ -104,7 +104,7 @@ def test_schema_is_checked_on_read(tmp_path):
 
 
 def test_decoded_files_are_checked_on_read(tmp_path):
-    from hotdog.schema import DECODED, read_arrow
+    from hotdog.core.schema import DECODED, read_arrow
 
     with pytest.raises(StageError, match=r"is missing; run `dvc repro decode` first"):
         read_arrow(tmp_path / "train.arrow", DECODED, "decode")

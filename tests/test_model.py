@@ -1,17 +1,20 @@
 import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from synthetic import write_weights
 from torch import nn
+from torchvision.datasets import ImageFolder
 from torchvision.models import resnet18
 
-from hotdog.checkpoint import load_state
-from hotdog.errors import StageError
-from hotdog.model import build_model, freeze_body, imagenet_hotdog_head, param_groups
-from hotdog.params import CLASSES
-from hotdog.train import train_one_epoch
+from hotdog.core.errors import StageError
+from hotdog.core.names import CLASSES, POSITIVE
+from hotdog.data.manifest import list_images
+from hotdog.model.checkpoint import load_state
+from hotdog.model.resnet import build_model, freeze_body, imagenet_hotdog_head, param_groups
+from hotdog.training.train import train_one_epoch
 
 pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test
 
@@ -80,9 +83,17 @@ def test_imagenet_hotdog_head_starts_from_class_934(tmp_path):
     assert torch.equal(model.conv1.weight, state["conv1.weight"])  # the body is ImageNet's
 
 
-def test_the_label_order_is_imagefolders():
-    # ImageFolder sorts the class folders; the seed's label 0 is hotdog, and so is ours.
-    assert list(CLASSES) == sorted(CLASSES) and CLASSES.index("hotdog") == 0
+def test_the_label_order_is_imagefolders(tmp_path):
+    # The seed labels its images with torchvision's ImageFolder; each file must get the same
+    # label from the manifest, or a checkpoint's outputs and its metrics mean other classes.
+    for name in ("not-hotdog", "hotdog"):  # made in this order: no listing may follow it
+        (tmp_path / "train" / name).mkdir(parents=True)
+        for i in (2, 10, 1):
+            (tmp_path / "train" / name / f"{i}.png").write_bytes(b"")  # ImageFolder opens none
+    seed = ImageFolder(tmp_path / "train")
+    theirs = {Path(path).relative_to(tmp_path).as_posix(): label for path, label in seed.samples}
+    assert dict(list_images(tmp_path, "train")) == theirs and len(theirs) == 6
+    assert seed.class_to_idx["hotdog"] == POSITIVE  # ROC-AUC's "is it a hotdog?" is ImageFolder's hotdog
 
 
 def test_imagenet_hotdog_head_refuses_a_classifier_that_is_not_imagenets():

@@ -1,4 +1,4 @@
-"""hotdog.optim.SGD takes the same steps as torch.optim.SGD, bit for bit."""
+"""hotdog.training.optim.SGD takes the same steps as torch.optim.SGD, bit for bit."""
 
 import copy
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from hotdog.model import build_model, freeze_body, param_groups
-from hotdog.optim import SGD
+from hotdog.model.resnet import build_model, freeze_body, param_groups
+from hotdog.training.optim import SGD
 
 pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test
 # CUDA too where there is one (a GPU machine running pytest); listed only then, so that CI,

@@ -4,24 +4,43 @@ import sys
 
 import pytest
 from conftest import REPO, repo_params, with_overrides, write_params
+from ruamel.yaml import YAML
 
-from hotdog.params import (
-    ParamsError,
-    UndeclaredParam,
-    apply_overrides,
-    eval_resize,
-    load_params,
-    parse_params,
-    read_params,
-)
+from hotdog.core.declared import UndeclaredParam
+from hotdog.core.overrides import apply_overrides
+from hotdog.core.params import ParamsError, load_params, parse_params, read_params
+from hotdog.data.sizes import eval_resize
 
 
-def test_repo_params_load_and_match_the_seed():
-    p = read_params(REPO / "params.yaml")
-    assert (p.train.epochs, p.train.batch_size, p.train.image_size) == (5, 128, 224)
-    assert eval_resize(p.train.image_size) == 256 and eval_resize(32) == 37
-    assert (p.finetune.lr, p.finetune.head_lr_mult, p.scratch.lr) == (5e-5, 10, 5e-4)
-    assert p.data.sha1 == "fba480ffa8aa7e0febbb511d181409f899b9baa5"
+def has(raw: dict, dotted: str) -> bool:
+    """Whether plain params data holds a dotted key ("train.epochs"), as DVC looks it up."""
+    for key in dotted.split("."):
+        if not isinstance(raw, dict) or key not in raw:
+            return False
+        raw = raw[key]
+    return True
+
+
+def test_the_repo_params_validate_and_hold_every_key_dvc_yaml_names():
+    # params.yaml's values may change; what must hold is that it validates, that each stage
+    # can load the params it declares (and DVC finds them in the file), and that every ${...}
+    # that dvc.yaml substitutes is in it.
+    read_params(REPO / "params.yaml")
+    raw, dvc = repo_params(), (REPO / "dvc.yaml").read_text()
+    stages = YAML(typ="safe").load(dvc)["stages"]
+    for name, stage in stages.items():
+        load_params(*stage.get("params", []), path=REPO / "params.yaml")
+        for key in stage.get("params", []):
+            assert has(raw, key), f"{name} declares {key}"
+    substituted = re.findall(r"\$\{([^}]+)\}", dvc)
+    assert substituted
+    for key in substituted:
+        assert has(raw, key), key
+
+
+def test_the_eval_resize_is_the_seeds_256_for_224_scaled():
+    # d2l's test transform: Resize([256, 256]), then CenterCrop(224).
+    assert eval_resize(224) == 256 and eval_resize(32) == 37  # 36.57 rounds up
 
 
 @pytest.mark.parametrize(
@@ -74,9 +93,9 @@ def test_missing_file(tmp_path):
 
 
 def test_a_stage_reaches_only_what_it_declares(tmp_path):
-    path = write_params(tmp_path / "params.yaml")
+    path = write_params(tmp_path / "params.yaml", {"seed": 7, "finetune.lr": 3e-4})
     p = load_params("seed", "finetune", "train.image_size", "train.device", path=path)
-    assert (p.seed, p.finetune.lr, p.train.image_size, p.train.device) == (0, 5e-5, 32, "cpu")
+    assert (p.seed, p.finetune.lr, p.train.image_size, p.train.device) == (7, 3e-4, 32, "cpu")
     assert p.paths.models.name == "models" and p.runtime.num_workers == 0  # always there
     with pytest.raises(UndeclaredParam, match=r"train.batch_size is read but not declared; add it to the "
                                               r"stage's params in dvc.yaml"):
@@ -106,13 +125,16 @@ def test_stage_exits_with_one_line(tmp_path):
 
 def test_overrides_keep_comments_and_report_changes(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text((REPO / "params.yaml").read_text())
-    changed = apply_overrides({"scratch.lr": 0.001, "train.epochs": 5, "train.device": "cpu"}, path)
-    assert changed == {"scratch.lr": (5e-4, 0.001), "train.device": ("auto", "cpu")}
+    path.write_text("# a comment of our own\n" + (REPO / "params.yaml").read_text())
+    comments = [line.strip() for line in path.read_text().splitlines() if line.strip().startswith("#")]
+    old = read_params(path)
+    lr, device = old.scratch.lr * 2, "cpu" if old.train.device != "cpu" else "auto"
+    changed = apply_overrides({"scratch.lr": lr, "train.epochs": old.train.epochs, "train.device": device}, path)
+    assert changed == {"scratch.lr": (old.scratch.lr, lr), "train.device": (old.train.device, device)}
     text = path.read_text()
-    assert "# Learning rates follow the seed exactly" in text
-    p = read_params(path)
-    assert p.scratch.lr == 0.001 and p.train.device == "cpu" and p.finetune.lr == 5e-5
+    assert all(comment in text for comment in comments)
+    expected = with_overrides(old.model_dump(), {"scratch.lr": lr, "train.device": device})
+    assert read_params(path).model_dump() == expected  # those two changed, and nothing else
 
 
 @pytest.mark.parametrize(

@@ -11,38 +11,43 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import copy_run, ran, sh, write_params
+from conftest import copy_run, dvc_repro, sh, started, write_params
 from limits import E2E
 from PIL import Image
+from ruamel.yaml import YAML
 
 pytestmark = pytest.mark.timeout(E2E)  # whole pipeline runs, through dvc or Prefect
 
 
 def test_dvc_repro_end_to_end(pipeline_run, tmp_path):
-    assert ran(pipeline_run.output) == ["download", "weights", "manifest", "decode", "finetune", "scratch",
-                                        "evaluate", "report"]
+    assert started(pipeline_run.output) == ["download", "weights", "manifest", "decode", "finetune", "scratch",
+                                            "evaluate", "report"]
     project = copy_run(pipeline_run, tmp_path / "project")  # committed after that first run
     check_outputs(project)
 
-    second = sh(project, "dvc", "repro")
-    assert ran(second) == [], second
-    assert "Data and pipelines are up to date" in sh(project, "dvc", "status")
+    lock = (project / "dvc.lock").read_bytes()
+    second = dvc_repro(project)
+    assert started(second) == [], second
+    assert (project / "dvc.lock").read_bytes() == lock and stale(project) == {}
 
     # A runtime knob changes no result, so nothing is stale; a comment in the training
     # loop makes both training stages stale, and evaluate only through their outputs.
     write_params(project / "params.yaml", {**pipeline_run.overrides, "runtime.num_workers": 2})
-    assert "Data and pipelines are up to date" in sh(project, "dvc", "status")
-    loop = project / "hotdog/train.py"
+    assert stale(project) == {}
+    loop = project / "hotdog/training/train.py"
     original = loop.read_text()
     loop.write_text(original + "# a comment\n")
-    assert set(json.loads(sh(project, "dvc", "status", "--json"))) == {"finetune", "scratch"}
+    assert set(stale(project)) == {"finetune", "scratch"}
     loop.write_text(original)
     write_params(project / "params.yaml", pipeline_run.overrides)
     assert sh(project, "git", "status", "--porcelain") == ""  # as the first run's commit has it
 
     write_params(project / "params.yaml", {**pipeline_run.overrides, "scratch.lr": 0.05})
-    third = sh(project, "dvc", "repro")
-    assert ran(third) == ["scratch", "evaluate", "report"]
+    before = recorded(project)
+    third = dvc_repro(project)
+    assert started(third) == ["scratch", "evaluate", "report"]
+    after = recorded(project)
+    assert [name for name in after if after[name] != before[name]] == ["scratch", "evaluate", "report"]
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "scratch lr 0.05")
 
@@ -56,6 +61,16 @@ def test_dvc_repro_end_to_end(pipeline_run, tmp_path):
     assert "metrics/evaluate.json:scratch.loss" in changed
     assert not any("finetune" in key for key in changed), changed  # finetune did not re-run
     assert "Training loss" in sh(project, "dvc", "plots", "show", "--json")
+
+
+def stale(project: Path) -> dict:
+    """What `dvc status --json` says is out of date, by stage: {} when nothing is."""
+    return json.loads(sh(project, "dvc", "status", "--json"))
+
+
+def recorded(project: Path) -> dict:
+    """Each stage's entry in dvc.lock: what DVC recorded when it last ran it."""
+    return YAML(typ="safe").load((project / "dvc.lock").read_text())["stages"]
 
 
 def check_outputs(project: Path) -> None:

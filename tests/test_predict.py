@@ -1,6 +1,6 @@
-"""Using the trained models (hotdog.predict): the `hotdog predict` command on files, a folder,
+"""Using the trained models (hotdog.serving.predict): the `hotdog predict` command on files, a folder,
 a URL served from 127.0.0.1 and bad input, against the evaluate stage's own predictions for
-the same images; and the demo page (hotdog.demo) in headless Chromium."""
+the same images; and the demo page (hotdog.serving.demo) in headless Chromium."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from conftest import ENV, copy_run, stop
 from playwright.sync_api import sync_playwright
 from servers import CHROMIUM, CHROMIUM_ARGS, free_port, serve_directory
 
-from hotdog import predict
-from hotdog.demo import MAX_UPLOAD
-from hotdog.params import CLASSES
+from hotdog.core.names import CLASSES
+from hotdog.serving import predict, sources
+from hotdog.serving.demo import MAX_UPLOAD
 
 HOTDOG = Path(sys.executable).with_name("hotdog")  # the console script pyproject.toml installs
 CORRUPT = "test/not-hotdog/1000.png"  # dataset_files' truncated PNG: the manifest rejects it
@@ -132,7 +132,7 @@ def test_batches_hold_many_images_and_change_no_answer(trained, monkeypatch):
     batches = []
     forward = predict.forward
     monkeypatch.setattr(predict, "forward", lambda m, views, *a: batches.append(len(views)) or forward(m, views, *a))
-    items = list(predict.expand(["data/hotdog/test"]))
+    items = list(sources.expand(["data/hotdog/test"]))
     by_four = list(predict.score([model], items, device, precision, batch_size=4))
     # Four files a batch; the corrupt one leaves its batch a view short.
     assert batches == [len([f for f in items[i:i + 4] if not f.endswith("1000.png")])

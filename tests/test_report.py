@@ -16,10 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from hotdog import report
-from hotdog.errors import StageError
-from hotdog.params import CLASSES, RUNS, load_params
-from hotdog.schema import MANIFEST, PREDICTIONS
+from hotdog.core.errors import StageError
+from hotdog.core.names import CLASSES, RUNS
+from hotdog.core.params import load_params
+from hotdog.core.schema import MANIFEST, PREDICTIONS
+from hotdog.evaluation import report
 from stages import report as report_stage
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ import torch
 from conftest import write_params
 from test_train import same_weights
 
-from hotdog.params import load_params
-from hotdog.resume import ResumeStore, Snapshot, state_key
+from hotdog.core.params import load_params
+from hotdog.training.resume import ResumeStore, Snapshot, state_key
 from stages import _training
 
 TIMING = ("examples_per_sec", "examples_per_sec_wall", "epoch_seconds", "train_seconds")

@@ -50,7 +50,7 @@ def test_a_finished_stage_leaves_its_objects_out_of_the_exits_collections(tmp_pa
     # Python's exit would otherwise walk every object torch made (0.5 s a stage here); run_main
     # freezes them once the outputs are written (the exit itself is timed by benchmarks/startup.py).
     write_params(tmp_path / "params.yaml")
-    code = ("import gc; from hotdog.errors import run_main; run_main('x', lambda: None); "
+    code = ("import gc; from hotdog.runner.stage import run_main; run_main('x', lambda: None); "
             "print(gc.get_freeze_count())")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**ENV, "PYTHONPATH": str(REPO)},
                           capture_output=True, text=True, timeout=60)

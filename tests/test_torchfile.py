@@ -1,4 +1,4 @@
-"""hotdog.torchfile against torch.load(weights_only=True): whatever the reader accepts, torch
+"""hotdog.model.torchfile against torch.load(weights_only=True): whatever the reader accepts, torch
 loads as a dict of tensors with the same keys and shapes; whatever torch refuses, the reader
 refuses; and it never runs what a file names."""
 
@@ -15,7 +15,7 @@ import pytest
 import torch
 import torchvision
 
-from hotdog.torchfile import tensor_shapes
+from hotdog.model.torchfile import tensor_shapes
 
 
 class RunsCode:

@@ -6,10 +6,10 @@ import torch
 from conftest import write_params
 from torch import nn
 
-from hotdog.data import normalize
-from hotdog.model import build_model
-from hotdog.params import load_params
-from hotdog.train import train_one_epoch
+from hotdog.core.params import load_params
+from hotdog.data.transforms import normalize
+from hotdog.model.resnet import build_model
+from hotdog.training.train import train_one_epoch
 from stages import _training
 
 pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test

@@ -8,14 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_run, ran, sh, stop
+from conftest import copy_run, dvc_repro, started, stop
 from limits import E2E
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
 
-from hotdog import worker
-from hotdog.worker import PROJECT_ENV, WorkerError, enter_project
+from hotdog.runner import worker
+from hotdog.runner.worker import PROJECT_ENV, WorkerError, enter_project
 
 PIPELINE = "hotdog-pipeline/worker"
 EXPERIMENTS = "hotdog-experiments/worker"
@@ -66,7 +66,7 @@ def test_a_run_from_the_api_runs_on_the_worker_in_its_clone_one_at_a_time(prefec
         for name in (PIPELINE, EXPERIMENTS):
             deployment = client.read_deployment_by_name(name)
             assert deployment.work_pool_name == pool
-            assert deployment.pull_steps == [{"hotdog.worker.enter_project": {}}]  # no path, no git
+            assert deployment.pull_steps == [{"hotdog.runner.worker.enter_project": {}}]  # no path, no git
 
     log = tmp_path / "worker.log"
     with log.open("w") as out:
@@ -95,7 +95,7 @@ def test_a_run_from_the_api_runs_on_the_worker_in_its_clone_one_at_a_time(prefec
             "hotdog-link-plots", "hotdog-figures"} <= set(artifacts)
     # It worked in the worker's clone, which the pull step entered.
     assert f"({(project / 'reports/report.md').as_uri()})" in artifacts["hotdog-link-report"].data
-    assert ran(sh(project, "dvc", "repro")) == []
+    assert started(dvc_repro(project)) == []
 
     assert second.state.is_failed(), second.state
     assert "unknown key 'train.epoch'" in second.state.message  # not "another run holds this repo"

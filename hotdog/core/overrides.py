@@ -1,0 +1,60 @@
+"""Setting dotted keys in params.yaml ("scratch.lr") the way DVC's `-S` does, keeping the
+file's comments and key order; every change is validated before anything is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from hotdog.core.files import atomic_path
+from hotdog.core.params import PARAMS_FILE, Params, ParamsError, parse_params
+
+
+def apply_overrides(overrides: dict[str, Any], path: Path = PARAMS_FILE) -> dict[str, tuple[Any, Any]]:
+    """Set dotted keys ("scratch.lr") in the params file, keeping its comments.
+
+    Validates the result first: an unknown key or a bad value is a ParamsError and the
+    file is left as it was. Returns {key: (old, new)} for the values that changed.
+    """
+    yaml, doc, changed = _overridden(overrides, Path(path))
+    if changed:
+        with atomic_path(Path(path)) as tmp, tmp.open("w") as f:
+            yaml.dump(doc, f)
+    return changed
+
+
+def check_overrides(overrides: dict[str, Any], path: Path = PARAMS_FILE) -> Params:
+    """The params the file would hold with `overrides` set; a ParamsError names a bad one.
+    Writes nothing."""
+    _, doc, _ = _overridden(overrides, Path(path))
+    return parse_params(_plain(doc), Path(path))
+
+
+def _overridden(overrides: dict[str, Any], path: Path) -> tuple[YAML, Any, dict[str, tuple[Any, Any]]]:
+    """(the round-trip loader, the file's document with `overrides` set, what changed), checked."""
+    yaml = YAML()  # round-trip: comments and key order survive
+    doc = yaml.load(path.read_text())
+    changed = {}
+    for dotted, value in overrides.items():
+        *parents, last = dotted.split(".")
+        node = doc
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or last not in node or isinstance(node[last], dict):
+            raise ParamsError(f"{path}: unknown key '{dotted}' in the overrides; use a key that params.yaml has")
+        if node[last] != value:
+            changed[dotted] = (node[last], value)
+            node[last] = value
+    parse_params(_plain(doc), path)
+    return yaml, doc, changed
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's round-trip containers as plain dicts, lists and scalars."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node

@@ -1,0 +1,73 @@
+"""Decoding every image once: uint8 RGB, shorter side resized, in manifest order, so
+training never decodes a PNG or JPEG again."""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from hotdog.core.errors import StageError
+from hotdog.core.schema import DECODED, write_arrow
+
+BATCH_ROWS = 64
+
+
+def rgb_pixels(img: Image.Image, short_side: int) -> np.ndarray:
+    """HWC uint8 RGB pixels of an open image, its shorter side resized: the first half of
+    the test transform (transforms.eval_view is the second), shared with hotdog.serving.predict.
+
+    This is torchvision's resize(img, short_side) of a PIL image, the same PIL call, without
+    importing torch and torchvision (seconds) into the decode stage and its workers.
+    tests/test_data.py checks it gives torchvision's pixels."""
+    rgb = img.convert("RGB")
+    size = resized_size(rgb.width, rgb.height, short_side)
+    return np.asarray(rgb if size == rgb.size else rgb.resize(size, Image.BILINEAR), dtype=np.uint8)
+
+
+def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) with the shorter side at `short_side`, the longer one scaled and rounded
+    down, as torchvision's _compute_resized_output_size has it."""
+    if width <= height:
+        return short_side, int(short_side * height / width)
+    return int(short_side * width / height), short_side
+
+
+def decode_image(path: Path, short_side: int) -> tuple[int, int, bytes]:
+    """(height, width, HWC uint8 RGB bytes) of one image, its shorter side resized."""
+    try:
+        with Image.open(path) as img:
+            pixels = rgb_pixels(img, short_side)
+    except Exception as err:  # PIL raises many types for bad input
+        # The manifest's cheap check (hotdog/data/manifest.py: check_pixels) lets through a
+        # file whose checksums hold but whose pixels do not decode. Rare: say which one.
+        raise StageError(f"{path} passed the manifest's check but does not decode "
+                         f"({type(err).__name__}: {err}); replace it in the data set and re-run `dvc repro`") from None
+    return pixels.shape[0], pixels.shape[1], pixels.tobytes()
+
+
+def decoded_batches(root: Path, manifest: pa.Table, short_side: int, workers: int) -> Iterator[pa.RecordBatch]:
+    """The DECODED rows for a manifest, in its order, BATCH_ROWS at a time."""
+    paths = manifest.column("path").to_pylist()
+    labels = manifest.column("label").to_pylist()
+    files = [root / p for p in paths]
+    with ProcessPoolExecutor(max(1, workers)) as pool:
+        decoded = pool.map(decode_image, files, [short_side] * len(files), chunksize=16)
+        for start in range(0, len(paths), BATCH_ROWS):
+            rows = [next(decoded) for _ in paths[start:start + BATCH_ROWS]]
+            yield pa.record_batch([
+                pa.array(paths[start:start + BATCH_ROWS], pa.string()),
+                pa.array(labels[start:start + BATCH_ROWS], pa.int64()),
+                pa.array([h for h, _, _ in rows], pa.int32()),
+                pa.array([w for _, w, _ in rows], pa.int32()),
+                pa.array([b for _, _, b in rows], pa.large_binary()),
+            ], schema=DECODED)
+
+
+def decode_split(root: Path, manifest: pa.Table, dest: Path, short_side: int, workers: int) -> None:
+    """Decode one split's manifest images under `root` into the Arrow file `dest`, atomically."""
+    write_arrow(decoded_batches(root, manifest, short_side, workers), dest, DECODED)

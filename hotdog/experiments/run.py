@@ -1,0 +1,130 @@
+"""Running a set's experiments: one `dvc exp run --temp` each, in turn, in the foreground,
+every line passed on; a failed experiment is one line, and the rest still run."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from hotdog.core import events
+from hotdog.core.params import PARAMS_FILE
+from hotdog.experiments.compare import Failure, exp_show, experiments_of
+from hotdog.experiments.spec import ExperimentsError, check_set, dvc_value, runs_of
+from hotdog.runner.dvc_run import stream_dvc
+
+# An experiment's stages can be quiet for long (an evaluation, a slow epoch), so nothing is
+# cut off; past this many seconds without a line, a note says dvc is still at it.
+QUIET_SECONDS = 600.0
+
+
+def run_args(name: str, values: dict[str, Any], sizes: dict[str, Any]) -> list[str]:
+    """`dvc exp run --temp` for one experiment (one run of an entry, as runs_of gives it): a
+    temporary copy of the repo, in the foreground, recorded as the experiment `name`. The
+    sizes come last, so a quick pass on a CPU holds for every experiment. Not -f: besides
+    replacing an experiment of the same name, it forces every stage to run, download included."""
+    args = ["exp", "run", "--temp", "-n", name]
+    for key, value in {**values, **sizes}.items():
+        args += ["-S", f"{key}={dvc_value(value)}"]
+    return args
+
+
+def run_set(cwd: Path, experiments: dict[str, dict[str, Any]], sizes: dict[str, Any],
+            on_line: Callable[[str], None]) -> tuple[set[str], dict[str, Failure]]:
+    """Check the set, then run its experiments one after another, each a `dvc exp run --temp`
+    in the foreground: (their names, those that failed and why). No queue: DVC's queue
+    worker could vanish mid-set and leave `--run-all` waiting on it in silence. Earlier
+    experiments of the same names (of this commit) are replaced. A set that fails its check
+    is an ExperimentsError before anything changes; a failed experiment is said in one line,
+    and the rest still run."""
+    check_set(experiments, sizes, cwd / PARAMS_FILE)
+    runs = {run: values for name, overrides in experiments.items() for run, values in runs_of(name, overrides).items()}
+    replace_earlier(cwd, set(runs), on_line)
+    failed = {}
+    for name, values in runs.items():
+        reason = run_one(cwd, name, values, sizes, on_line)
+        if reason is not None:
+            on_line(f"experiments: {name!r} failed: {reason}")
+            failed[name] = Failure({**values, **sizes}, reason)
+    return set(runs), failed
+
+
+def replace_earlier(cwd: Path, names: set[str], on_line: Callable[[str], None]) -> None:
+    """Remove HEAD's earlier experiments named in `names`: DVC refuses a name it has, and
+    `-f` would also force every stage to run."""
+    again = sorted(names & {e.name for e in experiments_of(exp_show(cwd))[1]})
+    if again and stream_dvc(["exp", "remove", *again], cwd, on_line) != 0:
+        raise ExperimentsError(f"dvc could not remove the earlier experiments {', '.join(again)} (its message is "
+                               "above); remove them with `dvc exp remove`, or rename the entries")
+
+
+def run_one(cwd: Path, name: str, values: dict[str, Any], sizes: dict[str, Any],
+            on_line: Callable[[str], None]) -> str | None:
+    """One experiment, every line to on_line: None if DVC recorded it, else why not (the
+    stage's own one-line error, else dvc's)."""
+    lines: list[str] = []  # a few hundred at most: dvc's, and a line per tenth of an epoch
+
+    def line(text: str) -> None:
+        lines.append(text)
+        on_line(text)
+
+    with Quiet(f"experiment {name!r}", line) as heard:
+        status = stream_dvc(run_args(name, values, sizes), cwd, heard)
+    return None if status == 0 else failure_reason(lines, status)
+
+
+def failure_reason(lines: list[str], status: int) -> str:
+    """Why an experiment failed, from its output: the stage's own one-line error (its Failed
+    event), else dvc's first ERROR line, else dvc's exit status."""
+    parsed = [events.parse(line) for line in lines]
+    stage = [event.message for event in parsed if isinstance(event, events.Failed)]
+    dvc = [line.removeprefix("ERROR: ") for line, event in zip(lines, parsed)
+           if event is None and line.startswith("ERROR: ")]
+    return (stage + dvc + [f"dvc exp run exited with status {status}"])[0]
+
+
+class Quiet:
+    """on_line for one long dvc command that also says, each `seconds` it is silent, that it
+    is still running: a stuck command is then not a silent one, and a long training run is
+    never cut off. The note comes from a thread of its own, through the same on_line."""
+
+    def __init__(self, what: str, on_line: Callable[[str], None], seconds: float = QUIET_SECONDS):
+        self.what, self.on_line, self.seconds = what, on_line, seconds
+        self.heard = time.monotonic()
+        self.done = threading.Event()
+        self.watch = threading.Thread(target=self._watch, name="experiments-quiet", daemon=True)
+
+    def __enter__(self) -> Quiet:
+        self.watch.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.watch.join()
+
+    def __call__(self, line: str) -> None:
+        self.heard = time.monotonic()
+        self.on_line(line)
+
+    def _watch(self) -> None:
+        noted = self.heard
+        while not self.done.wait(self.seconds / 10):
+            now = time.monotonic()
+            if now - max(self.heard, noted) >= self.seconds:
+                noted = now
+                self.on_line(f"experiments: {self.what}: no output for {_span(now - self.heard)}; dvc is still "
+                             "running it (a long epoch or evaluation is quiet). If it is stuck, stop it: Ctrl-C, or cancel "
+                             "the flow run")
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def failed_message(failed: dict[str, Failure]) -> str:
+    """The end of a run with failures: which ones, and where to read why."""
+    return (f"some experiments failed: {', '.join(sorted(failed))}. Each one's error is above and in its row "
+            "of the comparison; fix the cause and run those again")
+
+

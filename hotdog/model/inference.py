@@ -1,0 +1,49 @@
+"""Using a trained model: the one checkpoint loader and the one batched forward pass that
+evaluation and every later consumer share. Inputs come through transforms.eval_view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hotdog.core.errors import StageError
+from hotdog.data.transforms import EvalViews, normalize
+from hotdog.model.checkpoint import load_state
+from hotdog.model.hardware import autocast
+from hotdog.model.resnet import build_model
+
+
+def load_trained(path: Path, fix: str) -> tuple[nn.Module, dict]:
+    """(model on the CPU, checkpoint params) of a training stage's checkpoint, loaded with
+    weights_only=True; any problem is one StageError line naming the file and ending in `fix`."""
+    label = f"checkpoint {path}"
+    checkpoint = load_state(path, label, fix)
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict):
+        raise StageError(f"{label} has no state_dict; {fix}")
+    model = build_model(None, "default")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise StageError(f"{label} does not hold this project's two-class ResNet-18 ({first}); {fix}") from None
+    return model, checkpoint.get("params", {})
+
+
+@torch.inference_mode()
+def forward(model: nn.Module, views: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
+    """fp32 logits (on `device`) of one batch of uint8 NCHW test views; `model` is on `device`."""
+    model.eval()
+    x = normalize(views.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+    with autocast(device, precision):
+        return model(x).float()
+
+
+def predict(model: nn.Module, views: EvalViews, batch_size: int, device: torch.device,
+            precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp32 logits, labels) on the CPU for every view, in order."""
+    all_logits = [forward(model, x, device, precision) for x, _ in views.batches(batch_size)]
+    logits = torch.cat(all_logits) if all_logits else torch.empty(0, 2)
+    return logits.cpu(), views.labels.cpu()

@@ -1,0 +1,302 @@
+"""Using the trained models on new photos: files, folders and http(s) URLs, in batches,
+through exactly the evaluate stage's test transform. The `hotdog predict` command, the
+hotdog-predict flow and the demo page (hotdog.serving.demo) all call this module.
+
+A problem with one image (missing, unreadable, not an image, an unreachable URL) is an
+Answer with an `error` for that image; the others still get theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import pyarrow as pa
+import torch
+from PIL import Image
+from torch import nn
+
+from hotdog.core.errors import StageError
+from hotdog.core.names import CLASSES, POSITIVE, RUNS
+from hotdog.core.params import PARAMS_FILE, read_params
+from hotdog.core.schema import SCORED, write_table
+from hotdog.data.decode import rgb_pixels
+from hotdog.data.sizes import eval_resize
+from hotdog.data.transforms import as_tensor, eval_view
+from hotdog.model.hardware import pick_device, pick_precision
+from hotdog.model.inference import forward, load_trained
+from hotdog.serving.sources import ImageError, Unusable, expand, is_url, read_file, read_url
+
+BATCH_SIZE = 64
+# Threads reading and transforming images while the model runs (PIL and torch release the
+# GIL). On a GPU they are the bottleneck: 4 of them fed an H200 159 img/s (RESULTS.md).
+LOADERS = min(16, os.cpu_count() or 1)
+
+
+class Answer(NamedTuple):
+    """One model's answer for one image, or why there is none."""
+
+    source: str  # the path or URL, as given or as found in a folder
+    model: str
+    predicted: int | None  # index into CLASSES
+    prob_hotdog: float | None
+    error: str | None = None
+
+    @property
+    def class_name(self) -> str | None:
+        return None if self.predicted is None else CLASSES[self.predicted]
+
+    @property
+    def confidence(self) -> float | None:
+        """The probability of the predicted class."""
+        return None if self.prob_hotdog is None else max(self.prob_hotdog, 1 - self.prob_hotdog)
+
+
+@dataclass
+class Model:
+    """A trained model, ready to run, and the test-view size its checkpoint was trained at."""
+
+    name: str  # finetune, scratch, or the checkpoint's path
+    module: nn.Module
+    image_size: int
+
+
+# ------------------------------------------------------------------ models
+
+
+def checkpoint_path(spec: str, params_file: Path = PARAMS_FILE) -> tuple[str, Path]:
+    """(name, path) for `finetune`, `scratch` (paths.models in params.yaml) or a checkpoint path."""
+    if spec not in RUNS:
+        return spec, Path(spec)
+    if not params_file.exists():
+        raise StageError(f"no {params_file} here to find the {spec} model in: run this from the project's root, "
+                         f"or pass a checkpoint path")
+    return spec, read_params(params_file).paths.checkpoint(spec)
+
+
+def load_model(spec: str, device: torch.device, params_file: Path = PARAMS_FILE) -> Model:
+    """A model for `spec` on `device`, loaded once with weights_only=True."""
+    name, path = checkpoint_path(spec, params_file)
+    if not path.exists():
+        fix = (f"train it with `make run` (or `dvc repro {spec}`), or fetch it with `dvc pull`"
+               if spec in RUNS else "check the path, or pass --model finetune or scratch")
+        raise StageError(f"no model at {path}; {fix}")
+    module, params = load_trained(path, "pass a checkpoint written by the finetune or scratch stage")
+    size = params.get("train", {}).get("image_size") if isinstance(params, dict) else None
+    if not isinstance(size, int):
+        raise StageError(f"checkpoint {path} does not record train.image_size; "
+                         f"pass a checkpoint written by the finetune or scratch stage")
+    return Model(name, module.to(device, memory_format=torch.channels_last).eval(), size)
+
+
+def pick_runtime(device_name: str, precision_name: str) -> tuple[torch.device, str]:
+    """(device, precision) for `auto`, `cpu` or `cuda`, and `auto`, `fp32` or `bf16`."""
+    if device_name == "cuda" and not torch.cuda.is_available():
+        raise StageError("--device cuda, but torch sees no CUDA device; pass --device auto or cpu")
+    device = pick_device(device_name)
+    return device, pick_precision(precision_name, device)
+
+
+# ------------------------------------------------------------------ views
+
+
+def test_view(data: bytes, size: int) -> torch.Tensor:
+    """The evaluate stage's view of an encoded image: RGB, shorter side resized as the decode
+    stage does, then transforms.eval_view (squash and centre crop): uint8 CHW, size x size."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            pixels = rgb_pixels(img, eval_resize(size))
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"too many pixels to decode safely ({err}); shrink it first") from None
+    except Exception as err:  # PIL raises many types for bad input
+        what = ("not an image PIL can read" if isinstance(err, Image.UnidentifiedImageError)
+                else f"does not decode ({type(err).__name__}: {err})")
+        raise ImageError(f"{what}; pass a JPEG, PNG, GIF, BMP, TIFF or WebP photo") from None
+    return eval_view(as_tensor(pixels).permute(2, 0, 1), size)
+
+
+def views_of(source: str, sizes: set[int]) -> dict[int, torch.Tensor]:
+    """The test view of one image at each size the models need."""
+    data = read_url(source) if is_url(source) else read_file(Path(source))
+    return {size: test_view(data, size) for size in sizes}
+
+
+# ------------------------------------------------------------------ scoring
+
+
+def run_model(model: Model, views: torch.Tensor, device: torch.device, precision: str) -> list[tuple[int, float]]:
+    """(predicted class, P(hotdog)) for a batch of test views, as the evaluate stage derives
+    them from the logits."""
+    logits = forward(model.module, views, device, precision)
+    return list(zip(logits.argmax(1).tolist(), logits.softmax(1)[:, POSITIVE].tolist()))
+
+
+def score_views(models: list[Model], source: str, views: dict[int, torch.Tensor], device: torch.device,
+                precision: str) -> list[Answer]:
+    """Every model's answer for one image already transformed (the demo page's path)."""
+    answers = []
+    for model in models:
+        [(predicted, p)] = run_model(model, views[model.image_size][None], device, precision)
+        answers.append(Answer(source, model.name, predicted, p))
+    return answers
+
+
+def score_bytes(models: list[Model], source: str, data: bytes, device: torch.device,
+                precision: str) -> list[Answer]:
+    """Every model's answer for one encoded image; an ImageError if it is not one."""
+    views = {size: test_view(data, size) for size in {m.image_size for m in models}}
+    return score_views(models, source, views, device, precision)
+
+
+def _load(source: str, sizes: set[int]) -> dict[int, torch.Tensor] | str:
+    try:
+        return views_of(source, sizes)
+    except ImageError as err:
+        return str(err)
+
+
+def score(models: list[Model], items: Iterable[str | Unusable], device: torch.device, precision: str,
+          batch_size: int = BATCH_SIZE, on_batch: Callable[[int], None] | None = None) -> Iterator[Answer]:
+    """Every model's answer for every item of expand(inputs), in order, `batch_size` images
+    per forward pass. Images are read and transformed on threads while the previous batch
+    runs. `on_batch` gets the number of items each batch held, for a progress bar."""
+    sizes = {m.image_size for m in models}
+    names = [m.name for m in models]
+    items = iter(items)
+    with ThreadPoolExecutor(LOADERS) as pool:
+        def submit() -> list:
+            batch = list(itertools.islice(items, batch_size))
+            return [item if isinstance(item, Unusable) else (item, pool.submit(_load, item, sizes)) for item in batch]
+
+        pending = submit()
+        while pending:
+            current, pending = pending, submit()  # the next batch loads while this one runs
+            loaded = [(item, None) if isinstance(item, Unusable) else (item[0], item[1].result()) for item in current]
+            good = [(source, views) for source, views in loaded if isinstance(views, dict)]
+            results = {m.name: run_model(m, torch.stack([v[m.image_size] for _, v in good]), device, precision)
+                       for m in models} if good else {}
+            at = 0
+            for item, views in loaded:
+                if isinstance(item, Unusable):
+                    yield from (Answer(item.source, name, None, None, item.error) for name in names)
+                elif isinstance(views, str):
+                    yield from (Answer(item, name, None, None, views) for name in names)
+                else:
+                    yield from (Answer(item, name, *results[name][at]) for name in names)
+                    at += 1
+            if on_batch:
+                on_batch(len(current))
+
+
+def table(answers: list[Answer]) -> pa.Table:
+    """Answers as a SCORED table (hotdog.core.schema), in the given order."""
+    return pa.table({
+        "path": [a.source for a in answers],
+        "model": [a.model for a in answers],
+        "predicted": [a.predicted for a in answers],
+        "class_name": [a.class_name for a in answers],
+        "prob_hotdog": [a.prob_hotdog for a in answers],
+        "error": [a.error for a in answers],
+    }, schema=SCORED)
+
+
+def summary(answers: list[Answer], extremes: int = 10) -> tuple[list[dict], list[dict]]:
+    """(images per class and model, errors included; the `extremes` most and least confident
+    answers of each model), as rows for a table artifact or a report."""
+    counts: dict[tuple[str, str], int] = {}
+    for a in answers:
+        key = (a.model, a.class_name or "error")
+        counts[key] = counts.get(key, 0) + 1
+    count_rows = [{"model": model, "class": name, "images": n} for (model, name), n in sorted(counts.items())]
+    extreme_rows = []
+    for model in dict.fromkeys(a.model for a in answers):
+        scored = sorted((a for a in answers if a.model == model and a.error is None),
+                        key=lambda a: (-a.confidence, a.source))
+        picks = [("most", a) for a in scored[:extremes]] + [("least", a) for a in scored[::-1][:extremes]]
+        extreme_rows += [{"model": model, "confidence": which, "image": a.source, "class": a.class_name,
+                          "prob_hotdog": round(a.prob_hotdog, 4)} for which, a in picks]
+    return count_rows, extreme_rows
+
+
+# ------------------------------------------------------------------ the command
+
+
+def main(argv: list[str] | None = None) -> None:
+    """hotdog predict: one line per image (path, class, P(hotdog)), or JSON lines, and Parquet."""
+    parser = argparse.ArgumentParser(
+        prog="hotdog predict", description="Classify photos as hotdog or not with the trained models. "
+        "Prints one line per image: its path, the class, and the probability of hotdog. Exits with 1 "
+        "when some image could not be scored (its error line says why).")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE",
+                        help="image files, folders (searched recursively) or http(s) URLs")
+    parser.add_argument("--model", action="append", metavar="M",
+                        help="finetune (the default), scratch, or a checkpoint path; repeat for several")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image and model")
+    parser.add_argument("--out", type=Path, metavar="FILE.parquet", help="also write every answer to a Parquet file")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="auto: bf16 where the hardware runs it natively, as the evaluate stage")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if args.out is not None and args.out.suffix != ".parquet":
+        parser.error(f"--out {args.out}: name a .parquet file")
+    try:
+        device, precision = pick_runtime(args.device, args.precision)
+        models = [load_model(spec, device) for spec in dict.fromkeys(args.model or ["finetune"])]
+        answers = print_answers(args, models, device, precision)
+        if args.out is not None:
+            write_answers(answers, args.out)
+    except StageError as err:
+        sys.exit(f"error: predict: {err}")
+    except BrokenPipeError:  # `hotdog predict ... | head`: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    if any(a.error for a in answers):
+        sys.exit(1)
+
+
+def print_answers(args: argparse.Namespace, models: list[Model], device: torch.device,
+                  precision: str) -> list[Answer]:
+    """Score args.inputs, printing each answer as it comes and each failed image's error
+    once; with a progress bar on a terminal when there is more than one batch."""
+    items = list(expand(args.inputs))
+    bar = None
+    if sys.stderr.isatty() and len(items) > args.batch_size:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items), unit="img", desc="predict", file=sys.stderr)
+    say = bar.write if bar else lambda text, file=sys.stdout: print(text, file=file)
+    answers, failed = [], set()
+    for a in score(models, items, device, precision, args.batch_size, bar.update if bar else None):
+        answers.append(a)
+        if a.error is not None and a.source not in failed:  # once per image, not per model
+            failed.add(a.source)
+            say(f"error: {a.source}: {a.error}", file=sys.stderr)
+        if args.json:
+            say(json.dumps({"path": a.source, "model": a.model, "class": a.class_name,
+                            "prob_hotdog": a.prob_hotdog, "error": a.error}))
+        elif a.error is None:
+            say("\t".join([a.source, *([a.model] if len(models) > 1 else []), a.class_name, f"{a.prob_hotdog:.4f}"]))
+    if bar:
+        bar.close()
+    return answers
+
+
+def write_answers(answers: list[Answer], dest: Path) -> None:
+    """Every answer as a SCORED Parquet file, written atomically."""
+    try:
+        write_table(table(answers), dest, SCORED)
+    except OSError as err:
+        raise StageError(f"cannot write {dest} ({err.strerror}); pass another --out") from None
+    print(f"wrote {len(answers)} answers to {dest}", file=sys.stderr)

@@ -1,0 +1,114 @@
+"""The CUDA-only paths against their CPU counterparts: `hotdog cuda-check [IMAGES SIZE BATCH]`
+
+1. An epoch of ResidentBatches (augment: device, built on resized_crops) on the training
+   device against the same on the CPU: the same labels, every value within one level, and
+   ties only.
+2. A short training run through ResidentBatches and StepClock: the step time that CUDA
+   events report is positive and below the wall time.
+
+Prints what it measured and exits with status 1 when a check fails. Without CUDA both sides
+run on the CPU, so CI runs it too (tests/test_bench.py) and it cannot rot unnoticed. From a checkout without
+the install (a bare GPU box): python -m hotdog.training.cuda_check
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from hotdog.core.schema import DECODED
+from hotdog.data.augment import DecodedImages, ResidentBatches
+from hotdog.model.hardware import pick_device, pick_precision, synchronize
+from hotdog.model.resnet import build_model
+from hotdog.training.train import train_one_epoch
+
+# Up to this share of values may differ by one level: where float sums on two devices
+# round a tie differently.
+TIE_SHARE = 1e-3
+
+
+def photos(n: int, seed: int = 0) -> list[np.ndarray]:
+    """n HWC uint8 images of the decode stage's shapes (shorter side 256), noise on smooth."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(n):
+        long = int(rng.integers(256, 520))
+        h, w = (256, long) if rng.random() < 0.7 else (long, 256)
+        smooth = np.kron(rng.integers(0, 256, (h // 32 + 1, w // 32 + 1, 3)), np.ones((32, 32, 1)))[:h, :w]
+        images.append(np.clip(smooth + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8))
+    return images
+
+
+def decoded_table(images: list[np.ndarray]) -> pa.Table:
+    """The images as the decode stage's table (labels alternate)."""
+    return pa.table({"path": [f"{i}.png" for i in range(len(images))],
+                     "label": [i % 2 for i in range(len(images))],
+                     "height": [i.shape[0] for i in images],
+                     "width": [i.shape[1] for i in images],
+                     "pixels": [i.tobytes() for i in images]}, schema=DECODED)
+
+
+def check_crops(device: torch.device, images: list[np.ndarray], size: int, batch: int) -> bool:
+    """An epoch of ResidentBatches on `device` vs on the CPU; prints the differences and the rate."""
+    table = decoded_table(images)
+    cpu, dev = (ResidentBatches(DecodedImages(table, size, seed=0), batch, d) for d in (torch.device("cpu"), device))
+    cpu.set_epoch(1)
+    dev.set_epoch(1)
+    worst, ties, total, seconds = 0, 0, 0, 0.0
+    batches = iter(dev)
+    for x_cpu, y_cpu in cpu:
+        synchronize(device)
+        began = time.perf_counter()
+        x_dev, y_dev = next(batches)
+        synchronize(device)
+        seconds += time.perf_counter() - began
+        diff = (x_dev.cpu().int() - x_cpu.int()).abs()
+        worst, ties, total = max(worst, int(diff.max())), ties + int((diff > 0).sum()), total + diff.numel()
+        worst = worst if torch.equal(y_dev.cpu(), y_cpu) else 256  # labels must match exactly
+    ok = worst <= 1 and ties / total <= TIE_SHARE
+    print(f"resized_crops on {device.type} vs cpu: max difference {worst} level(s), "
+          f"{ties / total:.2e} of values differ (allowed: 1 level, {TIE_SHARE:.0e}); "
+          f"{len(images) / seconds:.0f} crops/s on {device.type} (first batch included): "
+          f"{'ok' if ok else 'FAILED'}")
+    return ok
+
+
+def check_training(device: torch.device, images: list[np.ndarray], size: int, batch: int) -> bool:
+    """One epoch through ResidentBatches and StepClock on `device`; prints its rates."""
+    train = ResidentBatches(DecodedImages(decoded_table(images), size, seed=0), batch, device)
+    train.set_epoch(1)
+    precision = pick_precision("auto", device)
+    model = build_model(None, "default").to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-5)
+    stats = train_one_epoch(model, train, optimizer, device, precision, desc="cuda_check")
+    ok = 0 < stats.step_seconds <= stats.wall_seconds and stats.examples == len(images)
+    print(f"one epoch of {stats.examples} images, {precision}: {stats.examples / stats.wall_seconds:.0f} "
+          f"ex/s wall, {stats.examples / stats.step_seconds:.0f} ex/s in steps (first epoch, "
+          f"cuDNN's search included): {'ok' if ok else 'FAILED'}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="hotdog cuda-check", description=__doc__.splitlines()[0])
+    parser.add_argument("sizes", nargs="*", type=int, metavar="IMAGES SIZE BATCH",
+                        help="images, crop size and batch size (default: 512 224 128)")
+    args = parser.parse_args(argv)
+    if args.sizes and len(args.sizes) != 3:
+        parser.error("give all three of IMAGES SIZE BATCH, or none")
+    n, size, batch = args.sizes or (512, 224, 128)
+    device = pick_device("auto")
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "no CUDA: both sides on the CPU"
+    print(f"device: {device.type} ({name}), torch {torch.__version__}", flush=True)
+    images = photos(n)
+    ok = check_crops(device, images, size, batch)
+    ok = check_training(device, images, size, batch) and ok
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
