@@ -84,8 +84,8 @@ def task_runs_of(flow_run_id) -> dict[str, object]:
     return {run.name: run for run in runs}
 
 
-def logs_with(flow_run_id, needed: str, timeout: float = 60) -> list[str]:
-    """The run's log lines once one holds `needed` (Prefect ships logs in batches)."""
+def logs_with(flow_run_id, *needed: str, timeout: float = 60) -> list[str]:
+    """The run's log lines once some line holds each `needed` text (Prefect ships logs in batches)."""
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         while True:
@@ -93,7 +93,7 @@ def logs_with(flow_run_id, needed: str, timeout: float = 60) -> list[str]:
             while page := client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
                                            limit=200, offset=len(logs)):
                 logs += [log.message for log in page]
-            if any(needed in line for line in logs) or time.monotonic() > deadline:
+            if all(any(text in line for line in logs) for text in needed) or time.monotonic() > deadline:
                 return logs
             time.sleep(1)
 
