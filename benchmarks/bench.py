@@ -62,7 +62,7 @@ def run_project(args, work: Path) -> dict:
     decode_seconds = time.perf_counter() - start - manifest_seconds
     pretrained = load_state(args.weights, f"weights file {args.weights}", "pass --weights")
     images = read_train_images(work / "train.arrow", args.image_size, args.seed)
-    evals, _ = read_eval_views(work / "test.arrow", args.image_size)
+    evals = read_eval_views(work / "test.arrow", args.image_size)[0]
     finetune = params.finetune.model_copy(update={"freeze_body": args.freeze_body})
     result = train("finetune", args.seed, train_params, finetune, params.runtime.num_workers,
                    pretrained, images, evals)

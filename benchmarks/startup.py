@@ -22,7 +22,7 @@ from benchmarks.tiny import ENV, synthetic_inputs, tiny_project
 from hotdog.core import events
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("download", "weights", "manifest", "decode", "finetune", "scratch", "evaluate", "report")
+STAGES = ("source", "download", "weights", "manifest", "decode", "finetune", "scratch", "evaluate", "report")
 
 
 def run(cwd: Path, *args: str) -> str:

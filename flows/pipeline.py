@@ -9,7 +9,8 @@ Run once: python -m flows.pipeline [--scratch-lr 1e-3 ... --push]; serve: make u
 # from real annotations, and a served run cannot resolve string ones.
 import argparse
 import sys
-from typing import Any, get_args, get_origin
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 from uuid import UUID
 
 from prefect import flow, get_client, get_run_logger, task
@@ -126,6 +127,9 @@ def push_task() -> str:
 def collect_overrides(named: dict[str, Any], params: dict[str, Any] | None) -> dict[str, Any]:
     """Dotted params.yaml keys from the flow's named parameters and its `params` dict."""
     overrides = {PARAMETER_KEYS[k]: v for k, v in named.items() if v is not None}
+    if named.get("data_url") is not None and named.get("data_sha1") is None:
+        # A new source without a digest: a folder needs none, and a zip's is asked for in one line.
+        overrides["data.sha1"] = None
     overrides.update(params or {})
     return overrides
 
@@ -193,7 +197,9 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.splitlines()[0])
     for name, key in PARAMETER_KEYS.items():
         kind = param_type(key)
-        choices = get_args(kind) if get_origin(kind) is not None else None  # a Literal's values
+        if get_origin(kind) in (Union, UnionType):  # X | None: a flag gives an X; null is the flag left out
+            kind = next(arg for arg in get_args(kind) if arg is not type(None))
+        choices = get_args(kind) if get_origin(kind) is Literal else None
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind if choices is None else str,
                             choices=choices, help=f"sets {key}")
     parser.add_argument("--set", dest="params", action="append", default=[], metavar="KEY=VALUE",

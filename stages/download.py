@@ -1,7 +1,9 @@
-"""DVC stage `download`: fetch hotdog.zip (params `data`), verify its SHA-1 and extract it,
-unless it says it unpacks to more than runtime.max_unpacked_gib or the free space.
+"""DVC stage `download`: fetch the data set's zip (params `data`) and verify its SHA-1, or
+pack the local folder data.url names into one (hotdog.data.source); then extract its images,
+unless they would take more than runtime.max_unpacked_gib or the free space.
 
-Writes paths.zip and paths.images ({train,test}/{hotdog,not-hotdog}/ image files).
+Writes paths.zip and paths.images: {train,test}/<class>/ image files, or <class>/ image
+files when the data set is class folders alone (hotdog.data.layout).
 Run from the repo root: python -m stages.download
 """
 
@@ -13,9 +15,10 @@ from hotdog.core.params import load_params
 from hotdog.core.paths import Paths
 from hotdog.data.archive import extract
 from hotdog.data.fetch import fetch
+from hotdog.data.source import describe, folder_of, pack
 from hotdog.runner.stage import run_main
 
-PARAMS = ("data",)
+PARAMS = ("data.url", "data.sha1", "data.classes")
 
 
 def outputs(paths: Paths) -> list[Path]:
@@ -25,9 +28,14 @@ def outputs(paths: Paths) -> list[Path]:
 
 def main() -> None:
     p = load_params(*PARAMS)
-    fetch(p.data.url, p.paths.zip, "sha1", p.data.sha1, section="data")
+    limit = int(p.runtime.max_unpacked_gib * 2**30)
+    folder = folder_of(p.data.url)
+    if folder is not None:
+        pack(folder, p.paths.zip, limit, p.data.classes)
+    else:
+        fetch(p.data.url, p.paths.zip, "sha1", describe(p.data.url, p.data.sha1)["sha1"], section="data")
     try:
-        extract(p.paths.zip, p.paths.images, max_bytes=int(p.runtime.max_unpacked_gib * 2**30))
+        extract(p.paths.zip, p.paths.images, limit, p.data.classes)
     except BaseException:
         # All or nothing: an archive that cannot be unpacked is no output either, and a
         # re-run fetches it again anyway.

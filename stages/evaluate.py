@@ -1,6 +1,7 @@
 """DVC stage `evaluate`: run both checkpoints once over the test split (params: the train
-keys that decide how a model is run). Writes metrics/evaluate.json (accuracy, per-class
-precision/recall/F1, ROC-AUC, mean loss, confusion counts per model) and
+keys that decide how a model is run). Writes metrics/evaluate.json (per model: accuracy,
+balanced accuracy, the majority baseline, per-class precision/recall/F1, the confusion,
+ROC-AUC, top-5 past five classes, calibration error, mean loss) and
 metrics/predictions.parquet. Run from the repo root: python -m stages.evaluate
 """
 
@@ -30,7 +31,7 @@ def main() -> None:
     from hotdog.model.inference import load_trained
 
     p = load_params(*PARAMS)
-    models = {run: load_trained(p.paths.checkpoint(run), f"run `dvc repro {run}`")[0] for run in RUNS}
+    models = {run: load_trained(p.paths.checkpoint(run), f"run `dvc repro {run}`") for run in RUNS}
     # The views are passed without a name here: evaluate() moves them to the device, and on
     # a GPU no host copy should outlive that.
     metrics, predictions = evaluate(models, *read_eval_views(p.paths.decoded_file("test"), p.train.image_size),

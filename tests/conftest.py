@@ -107,6 +107,13 @@ def sh(cwd: Path, *args: str) -> str:
     return run.stdout + run.stderr
 
 
+def dvc_status(project: Path) -> dict:
+    """`dvc status --json`, less the stages DVC runs every time (always_changed in dvc.yaml: the
+    source stage, which records what data.url holds), which it lists as "always changed"."""
+    status = json.loads(sh(project, "dvc", "status", "--json"))
+    return {stage: why for stage, why in status.items() if why != ["always changed"]}
+
+
 def dvc_repro(cwd: Path, *args: str) -> str:
     """`dvc repro <args>` with the stages' events on, as the flow runs it; its output. Fails
     the test, showing the output, if dvc fails. started() reads the events in it; DVC's own

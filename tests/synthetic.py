@@ -6,6 +6,7 @@ import hashlib
 import io
 import zipfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -43,6 +44,30 @@ def dataset_files(per_split: dict[str, int], corrupt: int = 0, seed: int = 0) ->
         for i in range(corrupt):  # cut short: the header parses, the pixels do not
             data, _ = image_bytes(1, 0, rng)
             files[f"hotdog/{split}/not-hotdog/{1000 + i}.png"] = data[: len(data) // 2]
+    return files
+
+
+def colour(label: int, n_classes: int) -> np.ndarray:
+    """A distinct base colour per class: hues evenly around the wheel."""
+    hue = 2 * np.pi * label / n_classes
+    return 128 + 90 * np.array([np.cos(hue), np.cos(hue - 2 * np.pi / 3), np.cos(hue + 2 * np.pi / 3)])
+
+
+def class_files(classes: Sequence[str], per_class: int | dict[str, int], top: str = "photos",
+                seed: int = 0, size: tuple[int, int] = (40, 30)) -> dict[str, bytes]:
+    """{'<top>/<class>/<n>.png': bytes} for any classes, each a learnable colour; with a dict
+    {split: n}, '<top>/<split>/<class>/<n>.png' for each split instead."""
+    rng = np.random.default_rng(seed)
+    splits = per_class if isinstance(per_class, dict) else {"": per_class}
+    files = {}
+    for split, n in splits.items():
+        for label, name in enumerate(classes):
+            for i in range(n):
+                pixels = colour(label, len(classes)) + rng.normal(0, 30, size=(size[1], size[0], 3))
+                buf = io.BytesIO()
+                Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(buf, "PNG")
+                folder = f"{top}/{split}/{name}" if split else f"{top}/{name}"
+                files[f"{folder}/{i}.png"] = buf.getvalue()
     return files
 
 

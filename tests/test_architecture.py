@@ -2,7 +2,6 @@
 declared, and wiring that provably shapes no output (so it is no DVC dep: test_seams.py)."""
 
 import ast
-import json
 import re
 import sys
 from importlib.metadata import packages_distributions
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
-from conftest import REPO, copy_run, sh
+from conftest import REPO, copy_run, dvc_status
 from test_seams import STAGES, WIRING, module_file, stage_deps
 
 LIBRARY = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "hotdog").rglob("*.py"))
@@ -227,10 +226,6 @@ def test_the_leak_check_tells_a_use_from_a_leak(code, leaked):
 
 
 # ---------------------------------------------------------------- what DVC sees
-
-
-def dvc_status(project: Path) -> dict:
-    return json.loads(sh(project, "dvc", "status", "--json"))
 
 
 def changed_stages(status: dict) -> set[str]:

@@ -16,6 +16,7 @@ from servers import free_port
 from synthetic import dataset_files, write_tree, write_weights
 from torch import nn
 
+from hotdog.core.names import CLASSES
 from hotdog.data.transforms import normalize
 from hotdog.model.resnet import build_model
 from hotdog.training import distributed
@@ -32,7 +33,7 @@ def global_batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def fresh_model() -> nn.Module:
     torch.manual_seed(0)
-    return build_model(None, "xavier").to(memory_format=torch.channels_last)
+    return build_model(None, "xavier", CLASSES).to(memory_format=torch.channels_last)
 
 
 def _rank_steps(rank: int, world: int, port: int, sizes: list[int], out: str) -> None:
@@ -137,7 +138,7 @@ def test_the_finetune_stage_trains_in_two_gloo_processes(tmp_path):
             assert run.stdout.count("finetune epoch 1/1: loss") == 1  # rank 0 alone reports
         summaries[devices] = json.loads((project / "metrics/finetune.json").read_text())
         checkpoint = torch.load(project / "models/finetune.pt", weights_only=True)
-        build_model(None, "default").load_state_dict(checkpoint["state_dict"])  # a whole ResNet-18
+        build_model(None, "default", CLASSES).load_state_dict(checkpoint["state_dict"])  # a whole ResNet-18
         epochs = json.loads((project / "metrics/finetune_epochs.json").read_text())
         assert [e["epoch"] for e in epochs] == [1]
     assert summaries[1]["processes"] == 1 and summaries[2]["processes"] == 2

@@ -82,15 +82,16 @@ def test_a_missing_class_folder_is_named(tmp_path: Path) -> None:
     images = tmp_path / "data" / "hotdog"
     with pytest.raises(StageError) as err:
         extract(archive, images, LIMIT)
-    assert "missing folder test/not-hotdog/" in str(err.value)
+    assert "train/ and test/ hold different class folders (only in train/: ['not-hotdog']; only in test/: none)" \
+        in str(err.value)
     assert str(archive) in str(err.value)
-    assert list(images.parent.iterdir()) == []  # no images folder, no temp folder
+    assert not images.parent.exists() or list(images.parent.iterdir()) == []  # no images folder, no temp folder
 
 
 def test_an_empty_class_folder_is_refused(tmp_path: Path) -> None:
     members = {k: v for k, v in GOOD.items() if not k.startswith("train/hotdog/")}
     archive = make_zip(tmp_path / "hotdog.zip", {**members, "train/hotdog/": b""})
-    with pytest.raises(StageError, match="train/hotdog/ is empty"):
+    with pytest.raises(StageError, match=r"only in train/: none; only in test/: \['hotdog'\]"):
         extract(archive, tmp_path / "images", LIMIT)
     assert not (tmp_path / "images").exists()
 
@@ -115,10 +116,45 @@ def test_splits_at_the_archive_root_work_too(tmp_path: Path) -> None:
     assert files_under(images) == sorted(GOOD)
 
 
-def test_an_archive_without_splits_is_refused(tmp_path: Path) -> None:
-    archive = make_zip(tmp_path / "hotdog.zip", {"photos/a.png": b"x", "other/b.png": b"y"})
-    with pytest.raises(StageError, match=r"expected train and test .*\['other', 'photos'\]"):
+@pytest.mark.parametrize("top", ["", "signs/"])
+def test_class_folders_alone_are_extracted_as_they_are(tmp_path: Path, top: str) -> None:
+    members = {f"{top}{cls}/{i}.png": b"png" for cls in ("0", "1", "2") for i in range(3)}
+    archive = make_zip(tmp_path / "signs.zip", {**members, "__MACOSX/x/._0.png": b"x"})
+    layout = extract(archive, tmp_path / "images", LIMIT)
+    assert layout.kind == "folders" and layout.classes == ("0", "1", "2") and layout.prefix == top
+    assert files_under(tmp_path / "images") == sorted(m[len(top):] for m in members)
+
+
+def test_only_the_classes_data_classes_picks_are_extracted(tmp_path: Path) -> None:
+    members = {f"{cls}/{i}.png": b"png" for cls in ("cat", "dog", "fox") for i in range(2)}
+    archive = make_zip(tmp_path / "pets.zip", members)
+    extract(archive, tmp_path / "images", LIMIT, ["fox", "cat"])
+    assert files_under(tmp_path / "images") == ["cat/0.png", "cat/1.png", "fox/0.png", "fox/1.png"]
+    with pytest.raises(StageError, match=r"data.classes names 'cow', which is no class folder .* \(found: cat, dog, "
+                                         r"fox\); correct data.classes in params.yaml$"):
+        extract(archive, tmp_path / "other", LIMIT, ["cat", "cow"])
+    assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("members, line", [
+    ({"photos/a.png": b"x", "photos/b.png": b"y"},
+     r"found 1 class folder\(s\) \(photos\); a classifier needs at least 2"),
+    ({"cat/a.png": b"x", "cat/b.png": b"x", "dog/a.png": b"y"},
+     r"class 'dog' has 1 image\(s\); each class needs at least 2"),
+    ({"cat/a.png": b"x", "cat/b.png": b"x", "dog/a.png": b"y", "dog/b.png": b"y", "loose.png": b"z"},
+     r"loose.png is at the wrong depth; expected <class>/<image>"),
+    ({"cat/a.png": b"x", "cat/b.png": b"x", "dog/a.png": b"y", "dog/old/b.png": b"y"},
+     r"dog/old/b.png is at the wrong depth; expected <class>/<image>"),
+    ({**GOOD, "train/x.png": b"z"}, r"train/x.png is at the wrong depth; expected train/<class>/<image>"),
+    ({**{f"d/{k}": v for k, v in GOOD.items()}, "d/test/hotdog/more/1.png": b"z"},
+     r"d/test/hotdog/more/1.png is at the wrong depth; expected test/<class>/<image>"),
+])
+def test_a_bad_layout_is_one_line_and_writes_nothing(tmp_path: Path, members: dict, line: str) -> None:
+    archive = make_zip(tmp_path / "data.zip", members)
+    with pytest.raises(StageError, match=line) as err:
         extract(archive, tmp_path / "images", LIMIT)
+    assert "\n" not in str(err.value) and str(err.value).startswith(f"{archive}: ")
+    assert not (tmp_path / "images").exists()
 
 
 def test_a_corrupt_zip_is_a_clear_error(tmp_path: Path) -> None:

@@ -5,10 +5,17 @@ import pytest
 import torch
 
 from hotdog.core.errors import StageError
-from hotdog.core.names import RUNS
+from hotdog.core.names import CLASSES, RUNS
 from hotdog.core.params import load_params
 from hotdog.core.schema import PREDICTIONS, read_table
-from hotdog.evaluation.evaluate import confusion, per_class, roc_auc, score
+from hotdog.evaluation.calibration import calibration_bins, expected_calibration_error
+from hotdog.evaluation.evaluate import (
+    confusion,
+    ovr_auc,
+    per_class,
+    roc_auc,
+    score,
+)
 from hotdog.model.inference import load_trained
 from hotdog.model.resnet import build_model
 
@@ -38,18 +45,18 @@ def test_roc_auc_undefined_with_one_class():
 
 
 def test_per_class_from_confusion():
-    counts = confusion([0, 0, 0, 1, 1], [0, 0, 1, 1, 0])
+    counts = confusion([0, 0, 0, 1, 1], [0, 0, 1, 1, 0], 2)
     assert counts == [[2, 1], [1, 1]]
-    stats = per_class(counts)
+    stats = per_class(counts, CLASSES)
     assert stats["hotdog"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
     assert stats["not-hotdog"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
-    assert per_class([[0, 0], [2, 0]])["not-hotdog"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert per_class([[0, 0], [2, 0]], CLASSES)["not-hotdog"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
 
 
 def test_score_on_known_logits():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0]])
     labels = torch.tensor([0, 0, 1, 1])
-    metrics, columns = score(logits, labels)
+    metrics, columns = score(logits, labels, CLASSES)
     assert metrics["accuracy"] == 0.5 and metrics["images"] == 4
     assert metrics["balanced_accuracy"] == 0.5 and metrics["majority_accuracy"] == 0.5
     assert metrics["confusion"] == {"hotdog": {"hotdog": 1, "not-hotdog": 1},
@@ -57,7 +64,8 @@ def test_score_on_known_logits():
     expected_loss = torch.nn.functional.cross_entropy(logits, labels).item()
     assert metrics["loss"] == pytest.approx(expected_loss)
     assert columns["predicted"] == [0, 1, 0, 1]
-    assert columns["prob_hotdog"][0] == pytest.approx(torch.tensor([2.0, 0.0]).softmax(0)[0].item())
+    assert columns["probabilities"][0] == pytest.approx(torch.tensor([2.0, 0.0]).softmax(0).tolist())
+    assert columns["confidence"][1] == pytest.approx(torch.tensor([0.0, 1.0]).softmax(0)[1].item())
     # hotdog scores: 0.88 (pos), 0.27 (pos), 0.73 (neg), 0.05 (neg) -> 3 of 4 pairs ordered
     assert metrics["roc_auc"] == pytest.approx(0.75)
 
@@ -65,16 +73,22 @@ def test_score_on_known_logits():
 def test_a_checkpoint_that_is_not_this_model_is_one_line(tmp_path):
     fix = "run `dvc repro finetune`"
     torch.save({"state_dict": {"fc.weight": torch.zeros(3, 3)}}, tmp_path / "finetune.pt")
-    with pytest.raises(StageError, match=r"^checkpoint .*finetune.pt does not hold this project's two-class "
-                                         r"ResNet-18 \(.+\); run `dvc repro finetune`$"):
+    torch.save({"state_dict": {"fc.weight": torch.zeros(3, 3)}, "classes": list(CLASSES)}, tmp_path / "finetune.pt")
+    with pytest.raises(StageError, match=r"^checkpoint .*finetune.pt does not hold this project's ResNet-18 for "
+                                         r"its 2 classes \(.+\); run `dvc repro finetune`$"):
+        load_trained(tmp_path / "finetune.pt", fix)
+    torch.save({"state_dict": {}}, tmp_path / "finetune.pt")
+    with pytest.raises(StageError, match=r"finetune.pt does not record its classes \(an older version wrote it\)"):
         load_trained(tmp_path / "finetune.pt", fix)
     torch.save({"run": "finetune"}, tmp_path / "finetune.pt")
     with pytest.raises(StageError, match=r"finetune.pt has no state_dict; run `dvc repro finetune`$"):
         load_trained(tmp_path / "finetune.pt", fix)
-    model = build_model(None, "default")
-    torch.save({"state_dict": model.state_dict(), "params": {"seed": 3}}, tmp_path / "finetune.pt")
-    loaded, params = load_trained(tmp_path / "finetune.pt", fix)
-    assert params == {"seed": 3} and torch.equal(loaded.fc.weight, model.fc.weight)
+    classes = ["cat", "dog", "fox"]
+    model = build_model(None, "default", classes)
+    torch.save({"state_dict": model.state_dict(), "params": {"seed": 3}, "classes": classes}, tmp_path / "finetune.pt")
+    loaded, params, found = load_trained(tmp_path / "finetune.pt", fix)
+    assert params == {"seed": 3} and found == ("cat", "dog", "fox") and torch.equal(loaded.fc.weight, model.fc.weight)
+    assert loaded.fc.out_features == 3
 
 
 def test_the_evaluate_stage_scores_both_checkpoints(decoded_project):
@@ -97,10 +111,50 @@ def test_the_evaluate_stage_scores_both_checkpoints(decoded_project):
 def test_an_unbalanced_split_shows_a_model_that_learned_nothing():
     # 3 hotdogs, 1 not: always answering "hotdog" scores 0.75 accuracy and 0.5 balanced.
     logits = torch.tensor([[1.0, 0.0]] * 4)
-    metrics, _ = score(logits, torch.tensor([0, 0, 0, 1]))
+    metrics, _ = score(logits, torch.tensor([0, 0, 0, 1]), CLASSES)
     assert metrics["accuracy"] == 0.75 and metrics["majority_accuracy"] == 0.75
     assert metrics["balanced_accuracy"] == 0.5
-    metrics, _ = score(torch.tensor([[1.0, 0.0]] * 3 + [[0.0, 1.0]]), torch.tensor([0, 0, 0, 1]))
+    metrics, _ = score(torch.tensor([[1.0, 0.0]] * 3 + [[0.0, 1.0]]), torch.tensor([0, 0, 0, 1]), CLASSES)
     assert metrics["balanced_accuracy"] == 1.0
-    metrics, _ = score(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))  # one class only
+    metrics, _ = score(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]), CLASSES)  # one class only
     assert metrics["balanced_accuracy"] == 0.5 and metrics["majority_accuracy"] == 1.0
+
+
+def test_three_classes_are_scored_by_name_one_vs_rest():
+    names = ("cat", "dog", "fox")
+    logits = torch.tensor([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0], [2.0, 0.0, 1.0], [0.0, 1.0, 3.0]])
+    labels = torch.tensor([0, 1, 2, 2, 1])
+    metrics, columns = score(logits, labels, names)
+    assert metrics["classes"] == list(names) and "top5_accuracy" not in metrics
+    assert metrics["accuracy"] == pytest.approx(3 / 5)
+    assert metrics["confusion"] == {"cat": {"cat": 1, "dog": 0, "fox": 0}, "dog": {"cat": 0, "dog": 1, "fox": 1},
+                                    "fox": {"cat": 1, "dog": 0, "fox": 1}}
+    assert metrics["per_class"]["dog"] == pytest.approx({"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2})
+    assert metrics["balanced_accuracy"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+    assert metrics["majority_accuracy"] == pytest.approx(2 / 5)
+    probs = logits.softmax(1)
+    expected = sum(brute_auc(probs[:, k].tolist(), [t == k for t in labels.tolist()]) for k in range(3)) / 3
+    assert metrics["roc_auc"] == pytest.approx(expected)
+    assert [sum(p) for p in columns["probabilities"]] == pytest.approx([1.0] * 5)
+    assert columns["predicted"] == [0, 1, 2, 0, 2]
+
+
+def test_two_classes_keep_the_binary_auc_of_the_first_class():
+    probs = torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.7, 0.3], [0.2, 0.8]])
+    assert ovr_auc(probs, [0, 0, 1, 1]) == pytest.approx(brute_auc([0.9, 0.4, 0.7, 0.2], [True, True, False, False]))
+
+
+def test_top5_accuracy_past_five_classes():
+    names = tuple("abcdefg")
+    logits = torch.tensor([[7.0, 6, 5, 4, 3, 2, 1], [7.0, 6, 5, 4, 3, 2, 1], [1.0, 2, 3, 4, 5, 6, 7]])
+    metrics, _ = score(logits, torch.tensor([4, 5, 2]), names)  # ranks 5 (in), 6 (out), 5 (in)
+    assert metrics["top5_accuracy"] == pytest.approx(2 / 3)
+
+
+def test_calibration_error_is_the_weighted_gap_per_bin():
+    # Two bins used: (0.8, 0.867] holds 0.85 x4 with 3 right; (0.933, 1] holds 0.95 x2, both wrong.
+    confidence, correct = [0.85] * 4 + [0.95] * 2, [True, True, True, False, False, False]
+    bins = calibration_bins(confidence, correct)
+    assert sum(b["count"] for b in bins) == 6 and len(bins) == 15
+    assert expected_calibration_error(confidence, correct) == pytest.approx(4 / 6 * 0.1 + 2 / 6 * 0.95)
+    assert expected_calibration_error([1.0, 1.0], [True, True]) == 0.0

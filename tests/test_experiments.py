@@ -269,3 +269,17 @@ def test_only_finished_experiments_are_compared():
         "old": ("success", True), "run": ("running", False), "wait": ("queued", False),
         "bad": ("failed", True), "new": ("success", True)}
     assert next(e for e in found if e.name == "bad").error == "failed"
+
+
+def test_an_exercise_that_does_not_fit_the_data_is_skipped_in_one_line():
+    from hotdog.experiments.run import applicable
+
+    runs = {"imagenet-head": {"finetune.head_init": "imagenet-hotdog"}, "frozen": {"finetune.freeze_body": True}}
+    said = []
+    assert applicable(runs, ("cat", "dog", "fox"), said.append) == {"frozen": {"finetune.freeze_body": True}}
+    assert said == ["experiments: 'imagenet-head' skipped: finetune.head_init: head_init imagenet-hotdog starts the "
+                    "head from ImageNet's hotdog class, which fits the classes hotdog and not-hotdog only, not cat, "
+                    "dog, fox"]
+    said.clear()
+    assert applicable(runs, ("not-hotdog", "hotdog"), said.append) == runs and said == []
+    assert applicable(runs, None, said.append) == runs and said == []  # no manifest yet: the stage decides

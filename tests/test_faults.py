@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from conftest import ENV, copy_run, dvc_repro, sh, started, write_params
+from conftest import ENV, copy_run, dvc_repro, dvc_status, sh, started, write_params
 from limits import E2E
 from ruamel.yaml import YAML
 
@@ -124,7 +124,7 @@ def test_a_killed_dvc_repro_resumes_at_the_next_epoch(reference, tmp_path):
     assert "finetune" in started(again) and "scratch" not in started(again)
     assert_same(results(project), reference[1])
     assert saved_state(project) is None
-    assert json.loads(sh(project, "dvc", "status", "--json")) == {}
+    assert dvc_status(project) == {}
 
 
 def test_a_killed_dvc_exp_run_resumes_at_the_next_epoch(reference, tmp_path):
@@ -204,4 +204,4 @@ def test_a_second_dvc_repro_fails_at_once_and_the_first_is_unharmed(reference, t
 
     assert first.wait(timeout=600) == 0, first_log.read_text()
     assert_same(results(project), reference[1])
-    assert json.loads(sh(project, "dvc", "status", "--json")) == {}
+    assert dvc_status(project) == {}

@@ -65,7 +65,7 @@ def test_stage_spans_cover_the_run_with_training_weighted():
     spans = stage_spans()
     assert list(spans) == list(STAGES)
     end = spans["report"][0] + spans["report"][1]
-    assert end == pytest.approx(100.0) and spans["download"][0] == 0.0
+    assert end == pytest.approx(100.0) and spans[STAGES[0]][0] == 0.0
     assert spans["finetune"][1] == pytest.approx(10 * spans["manifest"][1])
 
 
@@ -73,6 +73,11 @@ def test_overrides_from_parameters_and_the_params_dict():
     named = dict(finetune_lr=None, scratch_lr=0.01, epochs=2, device=None)
     assert collect_overrides(named, {"train.weight_decay": 0.0}) == {
         "scratch.lr": 0.01, "train.epochs": 2, "train.weight_decay": 0.0}
+    # A new source without a digest: a folder needs none, and the source stage asks a zip for one.
+    assert collect_overrides(dict(data_url="/photos", data_sha1=None), None) == {"data.url": "/photos",
+                                                                                "data.sha1": None}
+    assert collect_overrides(dict(data_url="a.zip", data_sha1="f" * 40), None) == {"data.url": "a.zip",
+                                                                                  "data.sha1": "f" * 40}
 
 
 def test_command_line_flags():
@@ -81,6 +86,9 @@ def test_command_line_flags():
     assert args == {"scratch_lr": 1e-3, "epochs": 2, "device": "cpu",
                     "params": {"train.weight_decay": 5e-4, "finetune.pretrained": False}}
     assert parse_args([]) == {}
+    # data.sha1 may be null in params.yaml; a flag gives a digest (the union's str).
+    assert parse_args(["--data-url", "/photos", "--data-sha1", "0" * 40]) == {"data_url": "/photos",
+                                                                             "data_sha1": "0" * 40}
     with pytest.raises(SystemExit):
         parse_args(["--device", "gpu"])  # not one of train.device's values
 

@@ -9,8 +9,8 @@ from PIL import Image
 
 from hotdog.core.errors import StageError
 from hotdog.core.params import load_params
-from hotdog.core.schema import MANIFEST, read_table, write_table
-from hotdog.data.manifest import list_images, probe_image, scan
+from hotdog.core.schema import MANIFEST, classes_of, read_table, write_table
+from hotdog.data.manifest import Item, list_images, probe_image, scan
 from stages import manifest as manifest_stage
 
 
@@ -24,8 +24,11 @@ def run_manifest():
 def test_manifest_rows_and_rejects(tiny_project):
     summary, paths = run_manifest()
     train = read_table(paths.manifest_file("train"), MANIFEST, "manifest")
-    assert summary["train"] == {"images": 12, "rejected": 1, "hotdog": 6, "not-hotdog": 6}
-    assert summary["test"] == {"images": 8, "rejected": 1, "hotdog": 4, "not-hotdog": 4}
+    assert summary["train"] == {"images": 12, "rejected": 1, "per_class": {"hotdog": 6, "not-hotdog": 6}}
+    assert summary["test"] == {"images": 8, "rejected": 1, "per_class": {"hotdog": 4, "not-hotdog": 4}}
+    assert summary["classes"] == ["hotdog", "not-hotdog"] and summary["layout"] == "split"
+    assert summary["test_fraction"] is None and summary["duplicates"] == {"copies": 0, "left_out_of_train": 0}
+    assert classes_of(train, paths.manifest_file("train"), "manifest") == ("hotdog", "not-hotdog")
     rows = train.to_pylist()
     assert [r["path"] for r in rows] == sorted(r["path"] for r in rows)
     # Grey, palette, RGBA and CMYK images are kept (converted when loaded), not rejected.
@@ -54,7 +57,7 @@ def test_pixel_check_rejects_truncated_and_corrupt_files(tmp_path, fmt):
     (tmp_path / "train/hotdog").mkdir(parents=True)
     for name, data in files.items():
         (tmp_path / "train/hotdog" / name).write_bytes(data)
-    probes = {name: probe_image(tmp_path, f"train/hotdog/{name}", 0) for name in files}
+    probes = {name: probe_image(tmp_path, Item(f"train/hotdog/{name}", 0, "hotdog", "train")) for name in files}
     assert probes["good"].row["width"] == 160 and probes["good"].row["height"] == 120
     assert probes["good"].row["format"] == fmt
     assert probes["half"].reason and probes["short"].reason
@@ -65,14 +68,14 @@ def test_pixel_check_rejects_truncated_and_corrupt_files(tmp_path, fmt):
 def test_same_input_gives_identical_bytes(tiny_project):
     _, paths = run_manifest()
     for workers in (1, 2):
-        table = scan(paths.images, 0.2, workers).tables["train"]
+        table = scan(paths.images, None, 0.2, 0.2, workers).tables["train"]
         write_table(table, tiny_project / f"again-{workers}.parquet", MANIFEST)
         assert (tiny_project / f"again-{workers}.parquet").read_bytes() == paths.manifest_file("train").read_bytes()
 
 
 def test_parallel_probe_matches_serial(tiny_project):
-    items = list_images(tiny_project / "data/hotdog", "train")
-    serial = [probe_image(tiny_project / "data/hotdog", rel, label) for rel, label in items]
+    items = list_images(tiny_project / "data/hotdog", ("hotdog", "not-hotdog"), "train")
+    serial = [probe_image(tiny_project / "data/hotdog", item) for item in items]
     from hotdog.data.manifest import probe_all
 
     assert probe_all(tiny_project / "data/hotdog", items * 10, workers=2) == serial * 10

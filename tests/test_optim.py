@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from hotdog.core.names import CLASSES
 from hotdog.model.resnet import build_model, freeze_body, param_groups
 from hotdog.training.optim import SGD
 
@@ -31,7 +32,7 @@ def steps(model: nn.Module, optimizer, device: str, n: int = 3) -> None:
                          ids=["two-groups", "one-group", "frozen-body"])
 def test_the_steps_are_torchs(device: str, head_lr_mult: float, frozen: bool) -> None:
     torch.manual_seed(0)
-    ours = build_model(None, "xavier").to(device)
+    ours = build_model(None, "xavier", CLASSES).to(device)
     if frozen:
         freeze_body(ours)
     theirs, initial = copy.deepcopy(ours), copy.deepcopy(ours)
@@ -44,7 +45,7 @@ def test_the_steps_are_torchs(device: str, head_lr_mult: float, frozen: bool) ->
 
 
 def test_the_state_round_trips_and_must_match() -> None:
-    model = build_model(None, "default")
+    model = build_model(None, "default", CLASSES)
     optimizer = SGD(param_groups(model, 0.01, 10), weight_decay=1e-3)
     state = optimizer.state_dict()
     assert [len(g["params"]) for g in state["param_groups"]] == [60, 2] and state["state"] == {}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import copy_run, dvc_repro, sh, started, write_params
+from conftest import copy_run, dvc_repro, dvc_status, sh, started, write_params
 from limits import E2E
 from PIL import Image
 from ruamel.yaml import YAML
@@ -20,14 +20,14 @@ pytestmark = pytest.mark.timeout(E2E)  # whole pipeline runs, through dvc or Pre
 
 
 def test_dvc_repro_end_to_end(pipeline_run, tmp_path):
-    assert started(pipeline_run.output) == ["download", "weights", "manifest", "decode", "finetune", "scratch",
+    assert started(pipeline_run.output) == ["source", "download", "weights", "manifest", "decode", "finetune", "scratch",
                                             "evaluate", "report"]
     project = copy_run(pipeline_run, tmp_path / "project")  # committed after that first run
     check_outputs(project)
 
     lock = (project / "dvc.lock").read_bytes()
     second = dvc_repro(project)
-    assert started(second) == [], second
+    assert started(second) == ["source"], second  # DVC runs it every time; nothing after it
     assert (project / "dvc.lock").read_bytes() == lock and stale(project) == {}
 
     # A runtime knob changes no result, so nothing is stale; a comment in the training
@@ -45,7 +45,7 @@ def test_dvc_repro_end_to_end(pipeline_run, tmp_path):
     write_params(project / "params.yaml", {**pipeline_run.overrides, "scratch.lr": 0.05})
     before = recorded(project)
     third = dvc_repro(project)
-    assert started(third) == ["scratch", "evaluate", "report"]
+    assert started(third) == ["source", "scratch", "evaluate", "report"]
     after = recorded(project)
     assert [name for name in after if after[name] != before[name]] == ["scratch", "evaluate", "report"]
     sh(project, "git", "add", "-A")
@@ -65,7 +65,7 @@ def test_dvc_repro_end_to_end(pipeline_run, tmp_path):
 
 def stale(project: Path) -> dict:
     """What `dvc status --json` says is out of date, by stage: {} when nothing is."""
-    return json.loads(sh(project, "dvc", "status", "--json"))
+    return dvc_status(project)
 
 
 def recorded(project: Path) -> dict:
@@ -83,6 +83,7 @@ def check_outputs(project: Path) -> None:
     for run in ("finetune", "scratch"):
         checkpoint = torch.load(project / f"models/{run}.pt", weights_only=True)
         assert checkpoint["run"] == run and checkpoint["state_dict"]["fc.weight"].shape == (2, 512)
+        assert checkpoint["classes"] == ["hotdog", "not-hotdog"]
         assert checkpoint["params"]["train"]["image_size"] == 32
         summary = json.loads((project / f"metrics/{run}.json").read_text())
         assert summary["epochs"] == 1 and summary["device"] == "cpu"
@@ -94,7 +95,8 @@ def check_outputs(project: Path) -> None:
     assert pq.read_table(project / "metrics/predictions.parquet").num_rows == 24
     report = (project / "reports/report.md").read_text()
     figures = re.findall(r"\(figures/([\w.-]+\.png)\)", report)
-    assert len(figures) >= 3 and "0.939" in report
+    # d2l's figures belong beside a run on d2l's own hotdog.zip only; this is a synthetic set.
+    assert len(figures) >= 3 and "0.939" not in report and "(d2l)" not in report
     for name in figures:
         with Image.open(project / "reports/figures" / name) as img:
             img.verify()

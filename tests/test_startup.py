@@ -13,8 +13,9 @@ from pathlib import Path
 from conftest import ENV, REPO, write_params
 from synthetic import dataset_files, write_weights, write_zip
 
-STAGES = ["download", "weights", "manifest", "decode", "finetune", "scratch", "evaluate", "report"]
-NO_TORCH = {"download", "weights", "manifest", "decode", "report"}
+from hotdog.core.names import STAGES
+
+NO_TORCH = {"source", "download", "weights", "manifest", "decode", "report"}
 # Run the stage as `python -m` does, then say which of these modules it loaded.
 PROBE = ("import json, runpy, sys; runpy.run_module(sys.argv[1], run_name='__main__', alter_sys=True); "
          "print(json.dumps({m: m in sys.modules for m in ('torch', 'torchvision', 'torch._dynamo')}))")
@@ -65,4 +66,4 @@ def test_the_benchmark_table_has_every_stage_and_the_best_run_in_bold() -> None:
     names = [f"{s} {e}" for s in STAGES for e in ("start", "end")] + ["dvc repro", "python", "import torch"]
     rows = startup.table({name: [2.0, 1.5, 3.0] for name in names})
     assert len(rows) == 2 + len(STAGES) + 3
-    assert rows[2] == "| `python -m stages.download` | **1.50** (2.00, 1.50, 3.00) | **1.50** (2.00, 1.50, 3.00) |"
+    assert rows[2] == "| `python -m stages.source` | **1.50** (2.00, 1.50, 3.00) | **1.50** (2.00, 1.50, 3.00) |"

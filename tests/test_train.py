@@ -6,6 +6,7 @@ import torch
 from conftest import write_params
 from torch import nn
 
+from hotdog.core.names import CLASSES
 from hotdog.core.params import load_params
 from hotdog.data.transforms import normalize
 from hotdog.model.resnet import build_model
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.numeric  # rerun under AVX2 caps by make test
 
 def test_one_step_uses_the_summed_loss():
     torch.manual_seed(0)
-    model = build_model(None, "xavier")
+    model = build_model(None, "xavier", CLASSES)
     twin = copy.deepcopy(model)
     before = model.fc.weight.detach().clone()
     x, y = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 1, 1, 0])
@@ -78,7 +79,7 @@ def test_training_writes_its_outputs_and_repeats_exactly(decoded_project, run):
     assert [e["epoch"] for e in epochs] == [1]
     assert set(epochs[0]) == {"epoch", "loss", "train_acc", "test_acc", "examples_per_sec",
                               "examples_per_sec_wall", "epoch_seconds"}
-    model = build_model(None, "default")
+    model = build_model(None, "default", CLASSES)
     model.load_state_dict(first["state_dict"])  # the checkpoint is a complete ResNet-18
 
 

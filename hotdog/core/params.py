@@ -37,13 +37,20 @@ def _hex(value: str, lengths: range, what: str) -> str:
 
 
 class DataParams(Section):
+    # A zip (http(s)://, file:// or a path) or a local folder (hotdog.data.source).
     url: str = Field(min_length=1)
-    sha1: str
+    # The zip's SHA-1; null for a folder, whose files the manifest's SHA-1s pin.
+    sha1: str | None
+    # The classes in label order, or a subset of them; null: every class folder, sorted.
+    classes: list[Annotated[str, Field(min_length=1, pattern=r"^[^/\\]+$")]] | None
+    # The share of each class the manifest stage puts in test when the data set is class
+    # folders alone (hotdog.data.split); a data set with train/ and test/ keeps its split.
+    test_fraction: float = Field(gt=0.0, lt=1.0)
 
     @field_validator("sha1")
     @classmethod
-    def _sha1(cls, v: str) -> str:
-        return _hex(v, range(40, 41), "40")
+    def _sha1(cls, v: str | None) -> str | None:
+        return None if v is None else _hex(v, range(40, 41), "40")
 
 
 class WeightsParams(Section):

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict
 class Paths(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)  # str -> Path
 
+    # What the source stage found at data.url (hotdog.data.source): the download stage's dep.
+    source: Path
     zip: Path
     weights: Path
     images: Path

@@ -3,7 +3,9 @@ write and on read, so a stage never consumes a table it does not understand."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,7 +16,7 @@ from hotdog.core.files import atomic_path
 MANIFEST = pa.schema(
     [
         pa.field("path", pa.string(), nullable=False),  # POSIX, relative to paths.images
-        pa.field("label", pa.int64(), nullable=False),  # index into names.CLASSES
+        pa.field("label", pa.int64(), nullable=False),  # index into the table's classes (classes_of)
         pa.field("class_name", pa.string(), nullable=False),
         pa.field("split", pa.string(), nullable=False),
         pa.field("size_bytes", pa.int64(), nullable=False),
@@ -26,27 +28,37 @@ MANIFEST = pa.schema(
     ]
 )
 
+# One row per test image and model, for any number of classes: the true and predicted
+# class (index and name) and every class's probability, in the order the table records
+# (classes_of).
 PREDICTIONS = pa.schema(
     [
         pa.field("path", pa.string(), nullable=False),
         pa.field("label", pa.int64(), nullable=False),
+        pa.field("true_class", pa.string(), nullable=False),
         pa.field("model", pa.string(), nullable=False),
         pa.field("predicted", pa.int64(), nullable=False),
-        pa.field("prob_hotdog", pa.float32(), nullable=False),
+        pa.field("predicted_class", pa.string(), nullable=False),
+        pa.field("probabilities", pa.list_(pa.float32()), nullable=False),
+        pa.field("confidence", pa.float32(), nullable=False),  # the predicted class's probability
         pa.field("loss", pa.float32(), nullable=False),
     ]
 )
 
 # hotdog.serving.predict's answers for new images (`hotdog predict --out`, the hotdog-predict flow):
-# one row per image and model, named as the manifest names a class. An image that could not
-# be scored keeps its row, with the error and no prediction.
+# one row per image and model, for any number of classes. Each row carries its model's
+# classes (label order; two models may differ) and every class's probability in that order,
+# so `dict(zip(row.classes, row.probabilities))` names them. An image that could not be
+# scored keeps its row, with the error and no prediction.
 SCORED = pa.schema(
     [
         pa.field("path", pa.string(), nullable=False),  # as given: a path or an http(s) URL
         pa.field("model", pa.string(), nullable=False),
-        pa.field("predicted", pa.int64()),  # index into names.CLASSES
+        pa.field("predicted", pa.int64()),  # index into classes
         pa.field("class_name", pa.string()),
-        pa.field("prob_hotdog", pa.float32()),
+        pa.field("confidence", pa.float32()),  # the predicted class's probability
+        pa.field("classes", pa.list_(pa.string()), nullable=False),
+        pa.field("probabilities", pa.list_(pa.float32())),
         pa.field("error", pa.string()),
     ]
 )
@@ -63,6 +75,26 @@ DECODED = pa.schema(
         pa.field("pixels", pa.large_binary(), nullable=False),
     ]
 )
+
+# The data set's classes in label order ride along in a table's schema metadata, from the
+# manifest to the decoded files, so every stage reads them with the rows they label.
+CLASSES_KEY = b"hotdog.classes"
+
+
+def with_classes(table: pa.Table, classes: Sequence[str]) -> pa.Table:
+    """`table`, its schema recording `classes` (label order)."""
+    return table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                          CLASSES_KEY: json.dumps(list(classes)).encode()})
+
+
+def classes_of(table: pa.Table | pa.Schema, path: Path, stage: str) -> tuple[str, ...]:
+    """The classes a table records (with_classes); one line when it records none."""
+    schema = table if isinstance(table, pa.Schema) else table.schema
+    raw = (schema.metadata or {}).get(CLASSES_KEY)
+    if raw is None:
+        raise StageError(f"{path} does not record its classes (an older version wrote it); run `dvc repro {stage}`")
+    return tuple(json.loads(raw))
+
 
 # Which columns a table's rows are sorted by: sorted rows make the file byte-identical
 # for the same input, so DVC's hashes only move when the content does.

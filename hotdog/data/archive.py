@@ -1,6 +1,6 @@
-"""Unpacking the hotdog archive: only train/ and test/, never outside the target folder,
-never more than a size limit or the free disk space, with the layout checked before the
-folder appears under its name."""
+"""Unpacking a data set's archive: only its images (hotdog.data.layout), never outside the
+target folder, never more than a size limit or the free disk space, with the layout checked
+before anything is written."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import shutil
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
+from typing import Sequence
 
 from hotdog.core.errors import StageError
 from hotdog.core.files import atomic_path, size_text
-from hotdog.core.names import CLASSES, SPLITS
+from hotdog.data.layout import Layout, detect, select
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -42,34 +43,6 @@ def safe_members(archive: zipfile.ZipFile, where: Path) -> list[zipfile.ZipInfo]
     return members
 
 
-def find_root(names: list[str], where: Path) -> str:
-    """The prefix of the folder holding train/ and test/: '' (the archive root) or 'top/'."""
-    tops = {name.split("/")[0] for name in names}
-    if set(SPLITS) <= tops:
-        return ""
-    if len(tops) == 1:
-        top = tops.pop()
-        seconds = {name.split("/")[1] for name in names if name.count("/") >= 1}
-        if set(SPLITS) <= seconds:
-            return f"{top}/"
-    raise StageError(f"{where}: expected {' and '.join(SPLITS)} folders at the top or inside one "
-                     f"top folder, found {sorted(tops)}; check data.url in params.yaml")
-
-
-def check_layout(root: Path, where: Path) -> None:
-    """Require root/<split>/<class>/ for every split and class, each holding a file."""
-    for split in SPLITS:
-        for cls in CLASSES:
-            folder = root / split / cls
-            if not folder.is_dir():
-                problem = f"missing folder {split}/{cls}/"
-            elif not any(p.is_file() for p in folder.iterdir()):
-                problem = f"folder {split}/{cls}/ is empty"
-            else:
-                continue
-            raise StageError(f"{where}: {problem}; check data.url in params.yaml")
-
-
 def check_size(members: list[zipfile.ZipInfo], where: Path, dest: Path, max_bytes: int) -> None:
     """Refuse, before anything is written, an archive whose members say they unpack to more
     than `max_bytes` or than the free space where `dest` will be."""
@@ -89,27 +62,28 @@ def check_size(members: list[zipfile.ZipInfo], where: Path, dest: Path, max_byte
                          f"in params.yaml")
 
 
-def extract(zip_path: Path, dest: Path, max_bytes: int) -> int:
-    """Extract the archive's train/ and test/ into `dest`, atomically, after checking it.
-    Returns the number of files extracted."""
+def extract(zip_path: Path, dest: Path, max_bytes: int, classes: Sequence[str] | None = None) -> Layout:
+    """Extract the archive's images into `dest`, atomically, after checking its layout
+    (hotdog.data.layout): train/ and test/ as they are, or class folders alone, each without
+    the one top folder they may be inside. Only the classes selected by `classes`
+    (data.classes; None: all) are extracted. Returns the layout."""
     try:
         with zipfile.ZipFile(zip_path) as archive:
             members = safe_members(archive, zip_path)  # before anything is written
-            prefix = find_root([m.filename for m in members], zip_path)
-            wanted = tuple(f"{prefix}{split}/" for split in SPLITS)  # anything else is dropped
-            members = [m for m in members if m.filename.startswith(wanted)]
-            check_size(members, zip_path, Path(dest), max_bytes)
+            files = {m.filename: m for m in members if not m.is_dir()}
+            layout = detect(list(files), str(zip_path))
+            chosen = set(select(layout.classes, classes, str(zip_path)))
+            wanted = [files[layout.prefix + name] for cls in sorted(chosen) for name in layout.files[cls]]
+            check_size(wanted, zip_path, Path(dest), max_bytes)
             with atomic_path(dest) as tmp:
                 tmp.mkdir()
-                for info in members:
-                    _extract_member(archive, info, tmp / info.filename[len(prefix):])
-                check_layout(tmp, zip_path)
+                for info in wanted:
+                    _extract_member(archive, info, tmp / info.filename[len(layout.prefix):])
     except (zipfile.BadZipFile, zlib.error, EOFError) as err:
         raise StageError(f"{zip_path}: corrupt zip archive ({err}); check data.url and data.sha1 "
                          f"in params.yaml") from None
-    files = sum(1 for m in members if not m.is_dir())
-    print(f"extracted {files:,} files into {dest}", flush=True)
-    return files
+    print(f"extracted {len(wanted):,} files of {len(chosen)} classes into {dest}", flush=True)
+    return layout
 
 
 def _extract_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:

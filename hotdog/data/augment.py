@@ -25,7 +25,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from hotdog.core.schema import DECODED, read_arrow
+from hotdog.core.schema import DECODED, classes_of, read_arrow
 from hotdog.data.transforms import as_tensor, pixel_views
 from hotdog.model.vision import functional as F
 from hotdog.training.distributed import SINGLE, Shard, share
@@ -144,12 +144,13 @@ class DecodedImages(Dataset):
     """(augmented uint8 CHW image, label) per row of a decoded split, by the plan of the
     epoch last set (`set_epoch`), drawn from `seed`."""
 
-    def __init__(self, table: pa.Table, size: int, seed: int):
+    def __init__(self, table: pa.Table, size: int, seed: int, classes: tuple[str, ...] = ()):
         self.heights = torch.tensor(table.column("height").to_pylist(), dtype=torch.int64)
         self.widths = torch.tensor(table.column("width").to_pylist(), dtype=torch.int64)
         self.images = [view.reshape(h, w, 3) for view, h, w in
                        zip(pixel_views(table.column("pixels")), self.heights.tolist(), self.widths.tolist())]
         self.labels = table.column("label").to_pylist()
+        self.classes = classes  # label order, as the decode stage's file records them
         self.size = size
         self.seed = seed
         self.plan: EpochPlan | None = None
@@ -303,6 +304,7 @@ def train_batches(images: DecodedImages, augment: str, batch_size: int, num_work
 
 def read_train_images(path: Path, size: int, seed: int) -> DecodedImages:
     """The decode stage's train split, memory-mapped, to be augmented with `seed`."""
-    return DecodedImages(read_arrow(path, DECODED, "decode"), size, seed)
+    table = read_arrow(path, DECODED, "decode")
+    return DecodedImages(table, size, seed, classes_of(table, path, "decode"))
 
 

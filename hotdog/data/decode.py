@@ -69,5 +69,7 @@ def decoded_batches(root: Path, manifest: pa.Table, short_side: int, workers: in
 
 
 def decode_split(root: Path, manifest: pa.Table, dest: Path, short_side: int, workers: int) -> None:
-    """Decode one split's manifest images under `root` into the Arrow file `dest`, atomically."""
-    write_arrow(decoded_batches(root, manifest, short_side, workers), dest, DECODED)
+    """Decode one split's manifest images under `root` into the Arrow file `dest`, atomically;
+    it records the manifest's classes (hotdog.core.schema.with_classes)."""
+    schema = DECODED.with_metadata(manifest.schema.metadata or {})
+    write_arrow(decoded_batches(root, manifest, short_side, workers), dest, schema)

@@ -74,8 +74,8 @@ def fetch(
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(f".{dest.name}.part")  # dotted: never mistaken for the output
     try:
-        if _is_local(source):
-            _copy_local(_local_path(source), part, hints)
+        if is_local(source):
+            _copy_local(local_path(source), part, hints)
             labelled_html = False
         else:
             labelled_html = _download(_http_url(source, hints), part, hints)
@@ -96,7 +96,7 @@ def fetch(
 def _verify(source: str, part: Path, algorithm: str, expected: str, hints: _Hints,
             labelled_html: bool) -> None:
     """Check the fetched bytes: not empty, not an HTML page, and with the expected digest."""
-    local = _is_local(source)
+    local = is_local(source)
     # Both before the digest, whose mismatch message would advise adopting the wrong file.
     if part.stat().st_size == 0:
         raise SourceError(f"{source}: the {'file' if local else 'download'} is empty (0 bytes); "
@@ -150,12 +150,12 @@ def _check_expected(expected_hex: str) -> str:
     return expected
 
 
-def _is_local(source: str) -> bool:
+def is_local(source: str) -> bool:
     scheme = urlparse(source).scheme
     return scheme in ("", "file") or len(scheme) == 1  # one letter: a Windows drive
 
 
-def _local_path(source: str) -> Path:
+def local_path(source: str) -> Path:
     parsed = urlparse(source)
     if parsed.scheme == "file":
         return Path(url2pathname(parsed.path))

@@ -1,7 +1,9 @@
-"""The manifest: one checked row per image of each split, and the rejects.
+"""The manifest: one checked row per image of each split, its classes, and the rejects.
 
 Every image is hashed and its pixel data read through once (see `check_pixels`); one that
-fails is a reject, with its reason, instead of a row.
+fails is a reject, with its reason, instead of a row. The classes come from the class
+folders (hotdog.data.layout); a data set of class folders alone is split here, by each
+image's SHA-1 (hotdog.data.split).
 """
 
 from __future__ import annotations
@@ -12,42 +14,71 @@ import io
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import pyarrow as pa
 from PIL import Image
 
 from hotdog.core.errors import StageError
 from hotdog.core.files import atomic_path
-from hotdog.core.names import CLASSES, SPLITS
-from hotdog.core.schema import MANIFEST
+from hotdog.core.names import SPLITS
+from hotdog.core.schema import MANIFEST, with_classes
+from hotdog.data.layout import FOLDERS, SPLIT, kind_of, select
+from hotdog.data.split import check_covered, split_of
 
 
 class Scan(NamedTuple):
-    """A whole scan: each split's manifest table and rejects, and their counts."""
+    """A whole scan: each split's manifest table (recording the classes) and rejects, and
+    the counts for metrics/manifest.json."""
 
+    classes: tuple[str, ...]
     tables: dict[str, pa.Table]
     rejects: dict[str, list[dict]]
     summary: dict
 
 
+class Item(NamedTuple):
+    """One file to probe: its path relative to the images folder, its label and class, and
+    its split (empty until a FOLDERS data set is split by content)."""
+
+    rel: str
+    label: int
+    class_name: str
+    split: str
+
+
 class Probe(NamedTuple):
-    """What one file turned out to be: a manifest row, or a reason it was rejected."""
+    """What one file turned out to be: a manifest row, or a reason it was rejected; its
+    SHA-1 either way."""
 
     row: dict | None
     reason: str | None
+    sha1: str
 
 
-def list_images(root: Path, split: str) -> list[tuple[str, int]]:
-    """(relative POSIX path, label) of every file under root/split/<class>/, sorted."""
+def subfolders(folder: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir()) if folder.is_dir() else []
+
+
+def layout_of(root: Path) -> tuple[str, list[str]]:
+    """(SPLIT or FOLDERS, the class folders) of the download stage's images folder."""
+    if not root.is_dir():
+        raise StageError(f"{root} is missing; re-run `dvc repro download`")
+    kind = kind_of(set(subfolders(root)))
+    return kind, subfolders(root / SPLITS[0]) if kind == SPLIT else subfolders(root)
+
+
+def list_images(root: Path, classes: Sequence[str], split: str | None) -> list[Item]:
+    """Every file under root/[split/]<class>/, classes in label order, files sorted."""
     found = []
-    for label, name in enumerate(CLASSES):
-        folder = root / split / name
+    for label, name in enumerate(classes):
+        rel_folder = f"{split}/{name}" if split else name
+        folder = root / rel_folder
         if not folder.is_dir():
             raise StageError(f"{folder} is missing; re-run `dvc repro download`")
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
             if entry.is_file():
-                found.append((f"{split}/{name}/{entry.name}", label))
+                found.append(Item(f"{rel_folder}/{entry.name}", label, name, split or ""))
     return found
 
 
@@ -66,80 +97,104 @@ def check_pixels(img: Image.Image) -> None:
     img.load()
 
 
-def probe_image(root: Path, rel: str, label: int) -> Probe:
+def probe_image(root: Path, item: Item) -> Probe:
     """Hash and check one file; never raises for a bad image."""
-    data = (root / rel).read_bytes()
-    split, class_name = rel.split("/")[:2]
+    data = (root / item.rel).read_bytes()
+    sha1 = hashlib.sha1(data).hexdigest()
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt, mode, (width, height) = img.format or "", img.mode, img.size  # before draft()
             check_pixels(img)
     except Exception as err:  # PIL raises many types for bad input; all mean "reject"
         reason = f"{type(err).__name__}: {err}".replace("\n", " ")
-        return Probe(None, reason)
-    row = dict(path=rel, label=label, class_name=class_name, split=split,
-               size_bytes=len(data), sha1=hashlib.sha1(data).hexdigest(),
-               width=width, height=height, format=fmt, mode=mode)
-    return Probe(row, None)
+        return Probe(None, reason, sha1)
+    row = dict(path=item.rel, label=item.label, class_name=item.class_name, split=item.split,
+               size_bytes=len(data), sha1=sha1, width=width, height=height, format=fmt, mode=mode)
+    return Probe(row, None, sha1)
 
 
-def probe_all(root: Path, items: list[tuple[str, int]], workers: int) -> list[Probe]:
+def probe_all(root: Path, items: list[Item], workers: int) -> list[Probe]:
     """probe_image over all items, in order, using `workers` processes."""
     if workers <= 1 or len(items) < 64:
-        return [probe_image(root, rel, label) for rel, label in items]
+        return [probe_image(root, item) for item in items]
     with ProcessPoolExecutor(workers) as pool:
-        rels, labels = zip(*items)
-        return list(pool.map(probe_image, [root] * len(items), rels, labels, chunksize=32))
+        return list(pool.map(probe_image, [root] * len(items), items, chunksize=32))
 
 
-def split_table(items: list[tuple[str, int]], probes: list[Probe]) -> tuple[pa.Table, list[dict]]:
-    """The manifest table and the reject rows for one split."""
-    rows = [p.row for p in probes if p.row is not None]
-    rejects = [{"path": rel, "reason": p.reason} for (rel, _), p in zip(items, probes) if p.row is None]
-    table = pa.Table.from_pylist(rows, schema=MANIFEST)
-    return table, rejects
-
-
-def check_split(split: str, table: pa.Table, rejects: list[dict], max_reject_fraction: float) -> None:
+def check_split(split: str, table: pa.Table, rejects: list[dict], classes: Sequence[str],
+                max_reject_fraction: float) -> None:
     """Fail when too much of a split is bad, or a class is left with no image."""
-    total = table.num_rows + len(rejects)
-    if total and len(rejects) / total > max_reject_fraction:
+    bad = [r for r in rejects if not r.get("duplicate")]
+    total = table.num_rows + len(bad)
+    if total and len(bad) / total > max_reject_fraction:
         raise StageError(
-            f"{len(rejects)} of {total} images in split '{split}' are truncated or corrupt "
+            f"{len(bad)} of {total} images in split '{split}' are truncated or corrupt "
             f"(more than manifest.max_reject_fraction={max_reject_fraction}); "
-            f"first: {rejects[0]['path']} ({rejects[0]['reason']}). Check the data or raise the limit"
+            f"first: {bad[0]['path']} ({bad[0]['reason']}). Check the data or raise the limit"
         )
-    counts = table.column("label").to_pylist()
-    for label, name in enumerate(CLASSES):
+    counts = set(table.column("label").to_pylist())
+    for label, name in enumerate(classes):
         if label not in counts:
             raise StageError(f"split '{split}' has no usable '{name}' image; check the data")
 
 
-def summarize(tables: dict[str, pa.Table], rejects: dict[str, list[dict]]) -> dict:
+def summarize(classes: Sequence[str], kind: str, test_fraction: float, tables: dict[str, pa.Table],
+              rejects: dict[str, list[dict]], copies: int) -> dict:
     """Counts per split and class, for metrics/manifest.json."""
-    summary = {}
+    summary: dict = {"classes": list(classes), "layout": kind,
+                     "test_fraction": test_fraction if kind == FOLDERS else None,
+                     # Extra copies of an image (the same SHA-1); those in train of an image in
+                     # test are left out of train, so no test image is trained on.
+                     "duplicates": {"copies": copies,
+                                    "left_out_of_train": sum(1 for r in rejects["train"] if r.get("duplicate"))}}
     for split, table in tables.items():
         labels = table.column("label").to_pylist()
-        summary[split] = {"images": table.num_rows, "rejected": len(rejects[split])}
-        summary[split].update({name: labels.count(i) for i, name in enumerate(CLASSES)})
+        summary[split] = {"images": table.num_rows, "rejected": sum(1 for r in rejects[split] if not r.get("duplicate")),
+                          "per_class": {name: labels.count(i) for i, name in enumerate(classes)}}
     return summary
 
 
 def write_rejects(dest: Path, rejects: dict[str, list[dict]]) -> None:
     """rejects.csv: split, path, reason; header only when nothing was rejected."""
     with atomic_path(dest) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["split", "path", "reason"], lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=["split", "path", "reason"], lineterminator="\n",
+                                extrasaction="ignore")
         writer.writeheader()
         for split in SPLITS:
             writer.writerows({"split": split, **r} for r in rejects[split])
 
 
-def scan(root: Path, max_reject_fraction: float, workers: int) -> Scan:
-    """Probe every image of both splits under `root` and check each split; writes nothing,
-    so a split that fails its check leaves no output behind."""
-    tables, rejects = {}, {}
+def scan(root: Path, wanted: Sequence[str] | None, test_fraction: float, max_reject_fraction: float,
+         workers: int) -> Scan:
+    """Probe every image under `root`, split a FOLDERS data set, and check each split; writes
+    nothing, so a split that fails its check leaves no output behind."""
+    kind, found = layout_of(root)
+    classes = select(found, wanted, str(root))
+    if kind == SPLIT:
+        items = [item for split in SPLITS for item in list_images(root, classes, split)]
+    else:
+        items = list_images(root, classes, None)
+    probes = probe_all(root, items, workers)
+    if kind == FOLDERS:
+        items = [item._replace(split=split_of(probe.sha1, test_fraction)) for item, probe in zip(items, probes)]
+        probes = [p._replace(row={**p.row, "split": item.split}) if p.row else p for item, p in zip(items, probes)]
+    in_test = {p.sha1: item.rel for item, p in zip(items, probes) if item.split == "test" and p.row}
+    rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    rejects: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    for item, probe in zip(items, probes):
+        if probe.row is None:
+            rejects[item.split].append({"path": item.rel, "reason": probe.reason})
+        elif item.split == "train" and probe.sha1 in in_test:
+            rejects["train"].append({"path": item.rel, "duplicate": True,
+                                     "reason": f"identical to {in_test[probe.sha1]} (same SHA-1), which is in test"})
+        else:
+            rows[item.split].append(probe.row)
+    tables = {split: with_classes(pa.Table.from_pylist(rows[split], schema=MANIFEST), classes) for split in SPLITS}
+    if kind == FOLDERS:
+        check_covered({split: {c: sum(r["class_name"] == c for r in rows[split]) for c in classes}
+                       for split in SPLITS}, test_fraction)
     for split in SPLITS:
-        items = list_images(root, split)
-        tables[split], rejects[split] = split_table(items, probe_all(root, items, workers))
-        check_split(split, tables[split], rejects[split], max_reject_fraction)
-    return Scan(tables, rejects, summarize(tables, rejects))
+        check_split(split, tables[split], rejects[split], classes, max_reject_fraction)
+    sha1s = [p.sha1 for p in probes if p.row]
+    return Scan(classes, tables, rejects, summarize(classes, kind, test_fraction, tables, rejects,
+                                                   len(sha1s) - len(set(sha1s))))

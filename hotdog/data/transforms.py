@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from hotdog.core.schema import DECODED, read_arrow
+from hotdog.core.schema import DECODED, classes_of, read_arrow
 from hotdog.data.sizes import eval_resize
 from hotdog.model.vision import functional as F
 
@@ -83,8 +83,9 @@ def eval_views(table: pa.Table, size: int) -> EvalViews:
     return EvalViews(views, torch.tensor(table.column("label").to_pylist(), dtype=torch.int64))
 
 
-def read_eval_views(path: Path, size: int) -> tuple[EvalViews, list[str]]:
-    """Every image's eval view from a decode stage file, and the images' paths. Only the
-    views are kept, so the file's mapping is released on return."""
+def read_eval_views(path: Path, size: int) -> tuple[EvalViews, list[str], tuple[str, ...]]:
+    """Every image's eval view from a decode stage file, the images' paths, and the classes
+    the file records (label order). Only the views are kept, so the file's mapping is
+    released on return."""
     table = read_arrow(path, DECODED, "decode")
-    return eval_views(table, size), table.column("path").to_pylist()
+    return eval_views(table, size), table.column("path").to_pylist(), classes_of(table, path, "decode")

@@ -1,33 +1,38 @@
-"""Scoring trained models on the test split: accuracy beside balanced accuracy and the
-majority-class baseline, per-class precision/recall/F1, ROC-AUC, mean loss and confusion
-counts per model, and a predictions table."""
+"""Scoring trained models on the test split, for any number of classes: accuracy beside
+balanced accuracy and the majority-class baseline, per-class precision/recall/F1, the N x N
+confusion, ROC-AUC (binary for two classes, macro one-vs-rest for more), top-5 accuracy past
+five classes, expected calibration error, mean loss, and a predictions table."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import pyarrow as pa
 import torch
-from torch import nn
 from torch.nn import functional as nnf
 
-from hotdog.core.names import CLASSES, POSITIVE
-from hotdog.core.schema import PREDICTIONS
+from hotdog.core.errors import StageError
+from hotdog.core.schema import PREDICTIONS, with_classes
 from hotdog.data.transforms import EvalViews
+from hotdog.evaluation.calibration import expected_calibration_error
 from hotdog.model.hardware import pick_device, pick_precision
-from hotdog.model.inference import predict
+from hotdog.model.inference import Trained, predict
+
+TOP_K = 5  # top-5 accuracy is reported when there are more classes than this
 
 
-def confusion(labels: list[int], predicted: list[int]) -> list[list[int]]:
-    """counts[actual][predicted] over len(CLASSES) classes."""
-    counts = [[0] * len(CLASSES) for _ in CLASSES]
+def confusion(labels: list[int], predicted: list[int], n: int) -> list[list[int]]:
+    """counts[actual][predicted] over n classes."""
+    counts = [[0] * n for _ in range(n)]
     for a, p in zip(labels, predicted):
         counts[a][p] += 1
     return counts
 
 
-def per_class(counts: list[list[int]]) -> dict[str, dict]:
+def per_class(counts: list[list[int]], classes: Sequence[str]) -> dict[str, dict]:
     """Precision, recall, F1 and support of each class from confusion counts."""
     out = {}
-    for k, name in enumerate(CLASSES):
+    for k, name in enumerate(classes):
         tp = counts[k][k]
         predicted = sum(row[k] for row in counts)
         actual = sum(counts[k])
@@ -39,8 +44,8 @@ def per_class(counts: list[list[int]]) -> dict[str, dict]:
 
 
 def balanced_accuracy(classes: dict[str, dict]) -> float:
-    """The mean recall over the classes the test split holds: 0.5 for a model that always
-    answers one class on a split of two, whatever their balance."""
+    """The mean recall over the classes the test split holds: 1/N for a model that always
+    answers one class, whatever the classes' balance."""
     recalls = [c["recall"] for c in classes.values() if c["support"]]
     return sum(recalls) / len(recalls)
 
@@ -68,44 +73,74 @@ def roc_auc(scores: list[float], positive: list[bool]) -> float | None:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[dict, dict]:
+def ovr_auc(probs: torch.Tensor, truth: list[int]) -> float | None:
+    """ROC-AUC: for two classes, of class 0's probability for class 0 (as the seed's task
+    asks "is it a hotdog?"); for more, the mean one-vs-rest AUC over the classes that have
+    both positives and negatives in the split. None when no class has both."""
+    n = probs.shape[1]
+    targets = [0] if n == 2 else range(n)
+    aucs = [roc_auc(probs[:, k].tolist(), [t == k for t in truth]) for k in targets]
+    aucs = [a for a in aucs if a is not None]
+    return sum(aucs) / len(aucs) if aucs else None
+
+
+def score(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> tuple[dict, dict]:
     """(metrics, prediction columns) for one model's fp32 logits on the test split."""
     losses = nnf.cross_entropy(logits, labels, reduction="none")
-    prob_hotdog = logits.softmax(1)[:, POSITIVE]
+    probs = logits.softmax(1)
+    confidence, predicted_t = probs.max(1)
     predicted = logits.argmax(1).tolist()
     truth = labels.tolist()
-    counts = confusion(truth, predicted)
-    classes = per_class(counts)
+    counts = confusion(truth, predicted, len(classes))
+    per = per_class(counts, classes)
+    correct = [a == p for a, p in zip(truth, predicted)]
     metrics = {
+        "classes": list(classes),
         "images": len(truth),
-        "accuracy": sum(a == p for a, p in zip(truth, predicted)) / len(truth),
-        "balanced_accuracy": balanced_accuracy(classes),
-        "majority_accuracy": max(c["support"] for c in classes.values()) / len(truth),
+        "accuracy": sum(correct) / len(truth),
+        "balanced_accuracy": balanced_accuracy(per),
+        "majority_accuracy": max(c["support"] for c in per.values()) / len(truth),
         "loss": losses.mean().item(),
-        "roc_auc": roc_auc(prob_hotdog.tolist(), [t == POSITIVE for t in truth]),
-        "per_class": classes,
-        "confusion": {CLASSES[a]: {CLASSES[p]: counts[a][p] for p in range(len(CLASSES))}
-                      for a in range(len(CLASSES))},
+        "roc_auc": ovr_auc(probs, truth),
+        "ece": expected_calibration_error(confidence.tolist(), correct),
+        "per_class": per,
+        "confusion": {classes[a]: {classes[p]: counts[a][p] for p in range(len(classes))}
+                      for a in range(len(classes))},
     }
-    columns = {"label": truth, "predicted": predicted,
-               "prob_hotdog": prob_hotdog.tolist(), "loss": losses.tolist()}
+    if len(classes) > TOP_K:
+        top = logits.topk(TOP_K, 1).indices
+        metrics[f"top{TOP_K}_accuracy"] = (top == labels[:, None]).any(1).float().mean().item()
+    columns = {"label": truth, "predicted": predicted, "probabilities": probs.tolist(),
+               "confidence": confidence.tolist(), "loss": losses.tolist()}
     return metrics, columns
 
 
-def evaluate(models: dict[str, nn.Module], views: EvalViews, paths: list[str], batch_size: int,
-             device_name: str, precision_name: str) -> tuple[dict, pa.Table]:
-    """Metrics per model and the per-image predictions table, for the views of `paths`."""
+def check_classes(models: dict[str, Trained], classes: Sequence[str]) -> None:
+    """Each model must know the test split's classes, in the same order."""
+    for run, trained in models.items():
+        if tuple(trained.classes) != tuple(classes):
+            raise StageError(f"the {run} model was trained on the classes {', '.join(trained.classes)}, but the "
+                             f"test split holds {', '.join(classes)}; run `dvc repro {run}`")
+
+
+def evaluate(models: dict[str, Trained], views: EvalViews, paths: list[str], classes: Sequence[str],
+             batch_size: int, device_name: str, precision_name: str) -> tuple[dict, pa.Table]:
+    """Metrics per model and the per-image predictions table (recording the classes), for
+    the views of `paths`."""
+    check_classes(models, classes)
     device = pick_device(device_name)
     precision = pick_precision(precision_name, device)
     views = views.to(device)
     metrics, tables = {}, []
-    for run, model in models.items():
-        model = model.to(device, memory_format=torch.channels_last)
+    for run, trained in models.items():
+        model = trained.module.to(device, memory_format=torch.channels_last)
         logits, labels = predict(model, views, batch_size, device, precision)
-        metrics[run], columns = score(logits, labels)
+        metrics[run], columns = score(logits, labels, classes)
         metrics[run].update(device=device.type, precision=precision)
-        tables.append(pa.table({"path": paths, "label": columns["label"],
-                                "model": [run] * len(labels), "predicted": columns["predicted"],
-                                "prob_hotdog": columns["prob_hotdog"], "loss": columns["loss"]},
-                               schema=PREDICTIONS))
-    return metrics, pa.concat_tables(tables)
+        tables.append(pa.table({
+            "path": paths, "label": columns["label"], "true_class": [classes[i] for i in columns["label"]],
+            "model": [run] * len(labels), "predicted": columns["predicted"],
+            "predicted_class": [classes[i] for i in columns["predicted"]],
+            "probabilities": columns["probabilities"], "confidence": columns["confidence"],
+            "loss": columns["loss"]}, schema=PREDICTIONS))
+    return metrics, with_classes(pa.concat_tables(tables), classes)

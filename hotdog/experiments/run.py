@@ -3,15 +3,16 @@ every line passed on; a failed experiment is one line, and the rest still run.""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from hotdog.core import events
-from hotdog.core.params import PARAMS_FILE
+from hotdog.core.params import PARAMS_FILE, read_params
 from hotdog.experiments.compare import Failure, exp_show, experiments_of
-from hotdog.experiments.spec import ExperimentsError, check_set, dvc_value, runs_of
+from hotdog.experiments.spec import ExperimentsError, check_set, dvc_value, not_applicable, runs_of
 from hotdog.runner.dvc_run import stream_dvc
 
 # An experiment's stages can be quiet for long (an evaluation, a slow epoch), so nothing is
@@ -30,6 +31,28 @@ def run_args(name: str, values: dict[str, Any], sizes: dict[str, Any]) -> list[s
     return args
 
 
+def data_classes(cwd: Path) -> tuple[str, ...] | None:
+    """The classes of the workspace's data, from its last manifest; None before there is one."""
+    summary = read_params(cwd / PARAMS_FILE).paths.under(cwd).manifest_summary
+    try:
+        return tuple(json.loads(summary.read_text())["classes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def applicable(runs: dict[str, dict[str, Any]], classes: Sequence[str] | None,
+               on_line: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """The runs that apply to data of these classes; each other one is said in one line."""
+    kept = {}
+    for name, values in runs.items():
+        reason = not_applicable(values, classes)
+        if reason is None:
+            kept[name] = values
+        else:
+            on_line(f"experiments: {name!r} skipped: {reason}")
+    return kept
+
+
 def run_set(cwd: Path, experiments: dict[str, dict[str, Any]], sizes: dict[str, Any],
             on_line: Callable[[str], None]) -> tuple[set[str], dict[str, Failure]]:
     """Check the set, then run its experiments one after another, each a `dvc exp run --temp`
@@ -37,9 +60,11 @@ def run_set(cwd: Path, experiments: dict[str, dict[str, Any]], sizes: dict[str, 
     worker could vanish mid-set and leave `--run-all` waiting on it in silence. Earlier
     experiments of the same names (of this commit) are replaced. A set that fails its check
     is an ExperimentsError before anything changes; a failed experiment is said in one line,
-    and the rest still run."""
+    and the rest still run. One that does not apply to the data (spec.not_applicable) is
+    said in one line and skipped."""
     check_set(experiments, sizes, cwd / PARAMS_FILE)
     runs = {run: values for name, overrides in experiments.items() for run, values in runs_of(name, overrides).items()}
+    runs = applicable(runs, data_classes(cwd), on_line)
     replace_earlier(cwd, set(runs), on_line)
     failed = {}
     for name, values in runs.items():

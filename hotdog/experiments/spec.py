@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ruamel.yaml import YAML, YAMLError
 
 from hotdog.core.errors import StageError
+from hotdog.core.names import imagenet_hotdog_fits, imagenet_hotdog_misfit
 from hotdog.core.overrides import check_overrides
 from hotdog.core.params import PARAMS_FILE, ParamsError
 
@@ -93,6 +94,17 @@ def check_set(experiments: dict[str, dict[str, Any]], sizes: dict[str, Any], par
                 check_overrides({**values, **sizes}, params)
             except ParamsError as err:
                 raise ExperimentsError(f"experiment {run!r}: {err}") from None
+
+
+def not_applicable(values: dict[str, Any], classes: Sequence[str] | None) -> str | None:
+    """Why one run of the set (its dotted keys) cannot apply to data of these classes (None
+    when unknown: no run has written its manifest yet), or None when it can."""
+    if classes is None:
+        return None
+    for key, value in values.items():
+        if key.endswith(".head_init") and value == "imagenet-hotdog" and not imagenet_hotdog_fits(classes):
+            return f"{key}: {imagenet_hotdog_misfit(classes)}"
+    return None
 
 
 def dvc_value(value: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -30,10 +31,13 @@ def load_state(path: Path, label: str, fix: str) -> dict:
     return state
 
 
-def save_checkpoint(dest: Path, state_dict: dict, run: str, params: dict, summary: dict) -> None:
-    """A trained model's state dict (CPU, contiguous) with the params it was trained with."""
+def save_checkpoint(dest: Path, state_dict: dict, run: str, params: dict, summary: dict,
+                    classes: Sequence[str]) -> None:
+    """A trained model's state dict (CPU, contiguous) with the params it was trained with and
+    its classes (label order), so that it can be used by name without this run's data."""
     state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     with atomic_path(dest) as tmp, tmp.open("wb") as f:
         # A Python file, not a path: a failed write then surfaces as the OSError with its
         # errno (disk full, file-size limit), which atomic_path turns into one line.
-        torch.save({"run": run, "state_dict": state, "params": params, "summary": summary}, f)
+        torch.save({"run": run, "state_dict": state, "params": params, "summary": summary,
+                    "classes": list(classes)}, f)

@@ -4,6 +4,7 @@ evaluation and every later consumer share. Inputs come through transforms.eval_v
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -15,21 +16,33 @@ from hotdog.model.hardware import autocast
 from hotdog.model.resnet import build_model
 
 
-def load_trained(path: Path, fix: str) -> tuple[nn.Module, dict]:
-    """(model on the CPU, checkpoint params) of a training stage's checkpoint, loaded with
-    weights_only=True; any problem is one StageError line naming the file and ending in `fix`."""
+class Trained(NamedTuple):
+    """A training stage's checkpoint, loaded: the model on the CPU, the params it was trained
+    with, and its classes in label order."""
+
+    module: nn.Module
+    params: dict
+    classes: tuple[str, ...]
+
+
+def load_trained(path: Path, fix: str) -> Trained:
+    """A training stage's checkpoint, loaded with weights_only=True; any problem is one
+    StageError line naming the file and ending in `fix`."""
     label = f"checkpoint {path}"
     checkpoint = load_state(path, label, fix)
-    state = checkpoint.get("state_dict")
+    state, classes = checkpoint.get("state_dict"), checkpoint.get("classes")
     if not isinstance(state, dict):
         raise StageError(f"{label} has no state_dict; {fix}")
-    model = build_model(None, "default")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise StageError(f"{label} does not record its classes (an older version wrote it); {fix}")
+    model = build_model(None, "default", classes)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         first = str(err).splitlines()[0]
-        raise StageError(f"{label} does not hold this project's two-class ResNet-18 ({first}); {fix}") from None
-    return model, checkpoint.get("params", {})
+        raise StageError(f"{label} does not hold this project's ResNet-18 for its {len(classes)} classes "
+                         f"({first}); {fix}") from None
+    return Trained(model, checkpoint.get("params", {}), tuple(classes))
 
 
 @torch.inference_mode()
@@ -45,5 +58,5 @@ def predict(model: nn.Module, views: EvalViews, batch_size: int, device: torch.d
             precision: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(fp32 logits, labels) on the CPU for every view, in order."""
     all_logits = [forward(model, x, device, precision) for x, _ in views.batches(batch_size)]
-    logits = torch.cat(all_logits) if all_logits else torch.empty(0, 2)
+    logits = torch.cat(all_logits) if all_logits else torch.empty(0, model.fc.out_features)
     return logits.cpu(), views.labels.cpu()

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from hotdog.core.names import CLASSES
 from hotdog.core.schema import DECODED
 from hotdog.data.augment import DecodedImages, ResidentBatches
 from hotdog.model.hardware import pick_device, pick_precision, synchronize
@@ -83,7 +84,7 @@ def check_training(device: torch.device, images: list[np.ndarray], size: int, ba
     train = ResidentBatches(DecodedImages(decoded_table(images), size, seed=0), batch, device)
     train.set_epoch(1)
     precision = pick_precision("auto", device)
-    model = build_model(None, "default").to(device, memory_format=torch.channels_last)
+    model = build_model(None, "default", CLASSES).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-5)
     stats = train_one_epoch(model, train, optimizer, device, precision, desc="cuda_check")
     ok = 0 < stats.step_seconds <= stats.wall_seconds and stats.examples == len(images)

@@ -57,7 +57,8 @@ def train_and_write(run: str, p: StageParams, shard: distributed.Shard) -> None:
                    on_epoch=on_epoch, start=start, shard=shard)
     if not shard.main:
         return  # rank 0 writes the outputs
-    save_checkpoint(p.paths.checkpoint(run), result.model.state_dict(), run, result.params, result.summary)
+    save_checkpoint(p.paths.checkpoint(run), result.model.state_dict(), run, result.params, result.summary,
+                    images.classes)
     write_json(p.paths.run_epochs(run), result.records)
     write_json(p.paths.run_summary(run), result.summary)
     if store is not None:

@@ -221,7 +221,7 @@ def train(run: str, seed: int, params: TrainParams, run_params: RunParams, num_w
     precision = pick_precision(params.precision, device)
     seed_everything(seed)
     configure_backends(device)
-    model = build_model(pretrained, run_params.head_init).to(device, memory_format=torch.channels_last)
+    model = build_model(pretrained, run_params.head_init, images.classes).to(device, memory_format=torch.channels_last)
     if run_params.freeze_body:
         freeze_body(model)
     groups = param_groups(model, run_params.lr, run_params.head_lr_mult)

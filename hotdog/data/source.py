@@ -1,0 +1,88 @@
+"""Where the data set comes from: a zip (http(s)://, file:// or a path) with its SHA-1, or a
+local folder of images laid out as hotdog.data.layout describes.
+
+DVC tracks neither a URL's bytes nor a folder outside the repo, so the source stage, which
+DVC always runs, records the source in paths.source: for a zip its URL and digest,
+for a folder a digest of its listing (each file's path, size and modification time). The
+download stage depends on that record, so it runs again exactly when the source changed;
+a folder is then packed into a zip with fixed dates, so photos that did not change give the
+same bytes, and nothing after download runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+from hotdog.core.errors import StageError
+from hotdog.core.files import atomic_path, size_text
+from hotdog.data.archive import is_junk
+from hotdog.data.fetch import is_local, local_path
+from hotdog.data.layout import detect, select
+
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say: every packing of the same files is byte-identical
+
+
+def folder_of(url: str) -> Path | None:
+    """The local folder data.url names, or None for a zip (a URL or a file)."""
+    if not is_local(url):
+        return None
+    path = local_path(url).expanduser()
+    return path if path.is_dir() else None
+
+
+def folder_files(folder: Path) -> list[str]:
+    """Every file under `folder` as a relative POSIX name, sorted, macOS junk left out.
+    Links are followed to files, never to folders (a loop, or a tree outside)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        rel = Path(dirpath).relative_to(folder).as_posix()
+        for name in filenames:
+            path = f"{name}" if rel == "." else f"{rel}/{name}"
+            if not is_junk(path) and (Path(dirpath) / name).is_file():
+                found.append(path)
+    return sorted(found)
+
+
+def describe(url: str, sha1: str | None) -> dict:
+    """The record of the data source: what the download stage must fetch, and, for a folder,
+    a digest of what it holds now."""
+    folder = folder_of(url)
+    if folder is None:
+        if sha1 is None:
+            raise StageError(f"data.sha1 is null, but data.url names a zip ({url}); set data.sha1 to the zip's "
+                             "SHA-1 (sha1sum <file>) in params.yaml")
+        return {"kind": "zip", "url": url, "sha1": sha1}
+    if sha1 is not None:
+        raise StageError(f"data.sha1 is set, but data.url names a folder ({folder}), whose images the manifest's "
+                         "SHA-1s pin; set data.sha1: null in params.yaml")
+    listing = hashlib.sha1()
+    files = folder_files(folder)
+    for name in files:
+        stat = (folder / name).stat()
+        listing.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return {"kind": "folder", "url": url, "path": str(folder.resolve()), "files": len(files),
+            "listing": listing.hexdigest()}
+
+
+def pack(folder: Path, dest: Path, max_bytes: int, classes: list[str] | None) -> int:
+    """Zip the images of `folder` (its layout checked, only the classes data.classes picks)
+    into `dest`, stored uncompressed with fixed dates, atomically; returns the number of files."""
+    layout = detect(folder_files(folder), str(folder))
+    chosen = select(layout.classes, classes, str(folder))
+    names = sorted(layout.prefix + name for cls in chosen for name in layout.files[cls])
+    total = sum((folder / name).stat().st_size for name in names)
+    if total > max_bytes:
+        raise StageError(f"{folder}: its images take {size_text(total)}, more than the {size_text(max_bytes)} that "
+                         "runtime.max_unpacked_gib allows; raise it in params.yaml, or pick fewer classes")
+    with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+        for name in names:
+            info = zipfile.ZipInfo(name, ZIP_DATE)
+            with (folder / name).open("rb") as src, archive.open(info, "w") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+    print(f"packed {len(names):,} images of {len(chosen)} classes from {folder} into {dest}", flush=True)
+    return len(names)

@@ -1,0 +1,36 @@
+"""The train/test split of a data set given as class folders alone.
+
+Each image's split is drawn from its own content: its SHA-1, read as a number in [0, 1),
+against data.test_fraction. So the split is stratified by class (every class is cut at the
+same fraction, in expectation), the same on every machine, unmoved for every other image
+when photos are added or removed, and identical files always land together.
+"""
+
+from __future__ import annotations
+
+from hotdog.core.errors import StageError
+
+# Hex digits of the SHA-1 read as the draw: 52 bits, all a float64 holds exactly.
+DRAW_DIGITS = 13
+
+
+def draw(sha1: str) -> float:
+    """An image's draw in [0, 1), from its SHA-1's first DRAW_DIGITS hex digits."""
+    return int(sha1[:DRAW_DIGITS], 16) / 16 ** DRAW_DIGITS
+
+
+def split_of(sha1: str, test_fraction: float) -> str:
+    """'test' for a draw below test_fraction, else 'train'."""
+    return "test" if draw(sha1) < test_fraction else "train"
+
+
+def check_covered(counts: dict[str, dict[str, int]], test_fraction: float) -> None:
+    """Each class must have an image in both splits: {split: {class: images}}; one line naming
+    the first class the split leaves out of one."""
+    for cls in counts["train"].keys() | counts["test"].keys():
+        train, test = counts["train"].get(cls, 0), counts["test"].get(cls, 0)
+        if not test or not train:
+            side = "test" if not test else "train"
+            raise StageError(f"class '{cls}' has {train + test} image(s), and data.test_fraction={test_fraction} "
+                             f"leaves none of them in {side}; add images of it, or "
+                             f"{'raise' if side == 'test' else 'lower'} data.test_fraction in params.yaml")

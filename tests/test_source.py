@@ -1,0 +1,98 @@
+"""data.url names a zip or a local folder: the source stage's record, the folder packed into a
+zip whose bytes depend on the images alone, and DVC re-running the pipeline exactly when a
+photo is added, removed or changed."""
+
+import json
+import os
+import zipfile
+
+import pytest
+from conftest import copy_project, dvc_repro, dvc_status, sh, started, write_params
+from limits import E2E
+from synthetic import class_files, write_tree, write_weights
+
+from hotdog.core.errors import StageError
+from hotdog.core.names import STAGES
+from hotdog.data.source import describe, folder_files, folder_of, pack
+
+CLASSES = ("ant", "bee", "cat")
+LIMIT = 1 << 30
+
+
+def photos(tmp_path, per_class=6):
+    """A folder of class folders inside one top folder, as a user keeps photos: its path."""
+    write_tree(tmp_path, class_files(CLASSES, per_class, top="photos"))
+    (tmp_path / "photos" / "ant" / ".DS_Store").write_bytes(b"junk")
+    return tmp_path / "photos"
+
+
+def test_a_zip_is_recorded_by_url_and_digest_and_needs_one(tmp_path):
+    assert folder_of("https://example.com/x.zip") is None and folder_of(str(tmp_path / "no.zip")) is None
+    assert describe("https://example.com/x.zip", "a" * 40) == {"kind": "zip", "url": "https://example.com/x.zip",
+                                                                 "sha1": "a" * 40}
+    with pytest.raises(StageError, match=r"^data.sha1 is null, but data.url names a zip \(https://example.com/x.zip\)"):
+        describe("https://example.com/x.zip", None)
+    with pytest.raises(StageError, match=r"^data.sha1 is set, but data.url names a folder .*set data.sha1: null"):
+        describe(str(tmp_path), "a" * 40)
+
+
+def test_a_folders_record_follows_what_it_holds(tmp_path):
+    folder = photos(tmp_path)
+    assert folder_of(str(folder)) == folder and folder_of(folder.as_uri()) == folder
+    first = describe(str(folder), None)
+    assert first["kind"] == "folder" and first["files"] == 18  # .DS_Store is no photo
+    assert describe(str(folder), None) == first
+    (folder / "bee" / "new.png").write_bytes((folder / "bee" / "0.png").read_bytes())
+    added = describe(str(folder), None)
+    assert added["listing"] != first["listing"] and added["files"] == 19
+    os.utime(folder / "bee" / "0.png", ns=(1, 1))  # a photo edited in place
+    assert describe(str(folder), None)["listing"] != added["listing"]
+    (folder / "bee" / "new.png").unlink()
+    assert describe(str(folder), None)["files"] == 18
+
+
+def test_a_packed_folder_depends_on_its_images_alone(tmp_path):
+    folder = photos(tmp_path)
+    assert pack(folder, tmp_path / "a.zip", LIMIT, None) == 18
+    for path in folder.rglob("*.png"):
+        os.utime(path, ns=(10**18, 10**18))  # touched, not changed
+    pack(folder, tmp_path / "b.zip", LIMIT, None)
+    assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()
+    with zipfile.ZipFile(tmp_path / "a.zip") as archive:
+        assert sorted(archive.namelist()) == [f for f in folder_files(folder) if f.endswith(".png")]
+    pack(folder, tmp_path / "c.zip", LIMIT, ["cat", "ant"])
+    with zipfile.ZipFile(tmp_path / "c.zip") as archive:
+        assert {name.split("/")[0] for name in archive.namelist()} == {"ant", "cat"}
+    (folder / "loose.png").write_bytes(b"x")
+    with pytest.raises(StageError, match=r"loose.png is at the wrong depth"):
+        pack(folder, tmp_path / "d.zip", LIMIT, None)
+    assert not (tmp_path / "d.zip").exists()
+
+
+@pytest.mark.timeout(E2E)
+def test_dvc_notices_a_photo_added_changed_or_removed(tmp_path):
+    folder = photos(tmp_path / "mine", per_class=8)
+    (folder / "ant" / ".DS_Store").unlink()
+    sha256 = write_weights(tmp_path / "weights.pth")
+    project = copy_project(tmp_path / "project")
+    write_params(project / "params.yaml", {"data.url": str(folder), "data.sha1": None, "data.test_fraction": 0.3,
+                                           "weights.url": str(tmp_path / "weights.pth"),
+                                           "weights.sha256": sha256[:8]})
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "my photos")
+    assert started(dvc_repro(project)) == list(STAGES)
+    assert json.loads((project / "metrics/manifest.json").read_text())["classes"] == list(CLASSES)
+    assert started(dvc_repro(project)) == ["source"] and dvc_status(project) == {}
+
+    after_download = ["source", "download", "manifest", "decode", "finetune", "scratch", "evaluate", "report"]
+    extra = class_files(CLASSES, 9, top="photos", seed=5)
+    (folder / "cat" / "8.png").write_bytes(extra["photos/cat/8.png"])  # added
+    assert started(dvc_repro(project)) == after_download
+    (folder / "bee" / "3.png").write_bytes(extra["photos/bee/3.png"])  # changed
+    assert started(dvc_repro(project)) == after_download
+    (folder / "ant" / "2.png").unlink()  # removed
+    assert started(dvc_repro(project)) == after_download
+    rows = sum(json.loads((project / "metrics/manifest.json").read_text())[s]["images"] for s in ("train", "test"))
+    assert rows == 3 * 8
+    os.utime(folder / "ant" / "0.png", ns=(10**18, 10**18))  # touched only: the packed zip is the same
+    assert started(dvc_repro(project)) == ["source", "download"]
