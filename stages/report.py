@@ -1,6 +1,7 @@
 """DVC stage `report`: reports/report.md and its PNG figures in reports/figures/, from the
 manifests, both runs' metrics, evaluate.json and predictions.parquet; its params are the
-ones the report lists. Run from the repo root: python -m stages.report
+ones the report lists, and data.sha1, which says whether d2l's published figures apply.
+Run from the repo root: python -m stages.report
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from hotdog.core.files import atomic_path
 from hotdog.core.params import load_params
 from hotdog.core.paths import Paths
 from hotdog.evaluation.report import param_rows, read_inputs, report_text, write_figures
+from hotdog.evaluation.results import is_d2l_data
 from hotdog.runner.stage import run_main
 
-PARAMS = ("seed", "train", "finetune", "scratch")
+SECTIONS = ("train", "finetune", "scratch")  # listed whole in the report's params table
+PARAMS = ("seed", "data.sha1", *SECTIONS)
 
 
 def outputs(paths: Paths) -> list[Path]:
@@ -26,7 +29,8 @@ def main() -> None:
     """Read every input, then write the figures folder in one move and the report in another."""
     p = load_params(*PARAMS)
     inputs = read_inputs(p.paths)
-    text = report_text(inputs, param_rows(p.seed, {section: getattr(p, section) for section in PARAMS[1:]}))
+    params = param_rows({"seed": p.seed, "data.sha1": p.data.sha1}, {s: getattr(p, s) for s in SECTIONS})
+    text = report_text(inputs, params, is_d2l_data(p.data.sha1))
     with atomic_path(p.paths.figures) as tmp:
         tmp.mkdir()
         write_figures(tmp, p.paths.images, inputs)
