@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench import RESULTS, machine
+from hotdog.core.names import CLASSES
 from hotdog.data.transforms import EvalViews
 from hotdog.model import inference
 from hotdog.model.checkpoint import save_checkpoint
@@ -38,8 +39,8 @@ def make_inputs(work: Path, images: int, size: int) -> tuple[Path, Path]:
                    check=True, stdout=subprocess.DEVNULL)
     torch.manual_seed(0)
     checkpoint = work / "model.pt"
-    save_checkpoint(checkpoint, build_model(None, "default").state_dict(), "finetune",
-                    {"seed": 0, "train": {"image_size": size}}, {})
+    save_checkpoint(checkpoint, build_model(None, "default", CLASSES).state_dict(), "finetune",
+                    {"seed": 0, "train": {"image_size": size}}, {}, CLASSES)
     return work / "photos", checkpoint
 
 

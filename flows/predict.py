@@ -1,7 +1,7 @@
 """Prefect flow `hotdog-predict`: score a folder of photos, or a list of URLs, with a trained
-model; write the answers to a Parquet file (paths.scored) and end with tables of them. It
-calls hotdog.serving.predict, as the `hotdog predict` command does; it is no DVC stage, since new
-photos are no part of the pipeline's record.
+model, by its own class names; write the answers to a Parquet file (paths.scored) and end
+with tables of them. It calls hotdog.serving.predict, as the `hotdog predict` command does;
+it is no DVC stage, since new photos are no part of the pipeline's record.
 Run once: python -m flows.predict FOLDER [--model scratch]; serve: make ui
 """
 
@@ -42,7 +42,9 @@ def score(inputs: list[str], model: str, device: str, precision: str, batch_size
     except StageError as err:
         raise StageFailed(str(err)) from None
     items = list(sources.expand(inputs))
-    logger.info("scoring %d image(s) with %s on %s, %s", len(items), model, *runtime)
+    classes = models[0].classes
+    logger.info("scoring %d image(s) with %s (%d classes: %s) on %s, %s", len(items), model, len(classes),
+                ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else ""), *runtime)
     progress = create_progress_artifact(0.0, key="hotdog-predict-progress", description="Images scored")
     done = 0
 
@@ -76,7 +78,8 @@ def hotdog_predict(folder: str | None = None, urls: list[str] | None = None, mod
 
     `model`: finetune, scratch, or a checkpoint path. `out`: the Parquet file to write,
     by default <paths.scored>/<this flow run's name>.parquet. Relative paths are taken
-    from the project's root. Returns the number of images per class (and "error").
+    from the project's root. Returns the number of images per predicted class, by the model's
+    class names (and "error" for those not scored).
     """
     project = project_dir()
     if not folder and not urls:

@@ -1,6 +1,7 @@
 """Using the trained models (hotdog.serving.predict): the `hotdog predict` command on files, a folder,
 a URL served from 127.0.0.1 and bad input, against the evaluate stage's own predictions for
-the same images; and the demo page (hotdog.serving.demo) in headless Chromium."""
+the same images; models of 3 and 7 classes answering by their own names; and the demo page
+(hotdog.serving.demo) in headless Chromium."""
 
 from __future__ import annotations
 
@@ -17,10 +18,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import ENV, copy_run, stop
+from PIL import Image
 from playwright.sync_api import sync_playwright
 from servers import CHROMIUM, CHROMIUM_ARGS, free_port, serve_directory
+from torch import nn
 
-from hotdog.core.names import CLASSES
+from hotdog.core.schema import SCORED
+from hotdog.model.checkpoint import save_checkpoint
+from hotdog.model.resnet import build_model
 from hotdog.serving import predict, sources
 from hotdog.serving.demo import MAX_UPLOAD
 
@@ -79,8 +84,11 @@ def test_predict_answers_as_the_evaluate_stage_does(trained, tmp_path):
         for model in ("finetune", "scratch"):
             want, got = expected[(model, rel)], per_model[model]
             assert got["error"] is None
-            assert got["class"] == CLASSES[want["predicted"]], (source, model)
-            assert got["prob_hotdog"] == pytest.approx(want["prob_hotdog"], abs=1e-5), (source, model)
+            assert got["class"] == want["predicted_class"], (source, model)
+            assert list(got["probabilities"]) == ["hotdog", "not-hotdog"]  # the checkpoint's classes, in order
+            assert list(got["probabilities"].values()) == pytest.approx(want["probabilities"], abs=1e-5)
+            assert got["confidence"] == pytest.approx(want["confidence"], abs=1e-5), (source, model)
+            assert got["top_k"] == [{"class": got["class"], "probability": got["confidence"]}]  # --top-k 1
             checked += 1
     assert checked == 2 * (good + 1)  # the folder's good images (the file is one of them), the URL
 
@@ -88,7 +96,8 @@ def test_predict_answers_as_the_evaluate_stage_does(trained, tmp_path):
     corrupt = f"data/hotdog/{CORRUPT}"
     assert len(errors) == 5, run.stderr  # one per bad image, not one per model
     assert any(line.startswith(f"error: data/hotdog/{CORRUPT}: does not decode") for line in errors), errors
-    assert corrupt in by_input and all(a["error"] and a["class"] is None for a in by_input[corrupt].values())
+    assert corrupt in by_input and all(a["error"] and a["class"] is None and a["probabilities"] is None
+                                       for a in by_input[corrupt].values())
     assert f"error: {tmp_path / 'notes.jpg'}: not an image PIL can read" in run.stderr
     assert "error: missing.png: no such file or folder" in run.stderr
     assert f"error: {closed}: cannot fetch it" in run.stderr
@@ -96,10 +105,12 @@ def test_predict_answers_as_the_evaluate_stage_does(trained, tmp_path):
     assert "Traceback" not in run.stderr
 
     table = pq.read_table(tmp_path / "answers.parquet")
+    assert table.schema.equals(SCORED)
     assert table.num_rows == len(answers) == 2 * (1 + len(folder) + 1 + 4)
     rows = table.to_pylist()
     assert sum(r["error"] is not None for r in rows) == 2 * 5
-    assert {r["class_name"] for r in rows} <= {*CLASSES, None}
+    assert all(r["classes"] == ["hotdog", "not-hotdog"] for r in rows)
+    assert {r["class_name"] for r in rows} == {"hotdog", "not-hotdog", None}
 
 
 def test_predict_prints_one_line_per_image(trained):
@@ -108,9 +119,11 @@ def test_predict_prints_one_line_per_image(trained):
     lines = [line.split("\t") for line in run.stdout.splitlines()]
     expected = evaluated(trained)
     assert len(lines) == len(list((trained / "data/hotdog/test/hotdog").iterdir())) > 1
-    for path, name, prob in lines:
+    for path, model, top in lines:
         want = expected[("finetune", path.removeprefix("data/hotdog/"))]
-        assert (name, float(prob)) == (CLASSES[want["predicted"]], pytest.approx(want["prob_hotdog"], abs=1e-4))
+        name, prob = top.split(" ")
+        assert (model, name, float(prob)) == ("finetune", want["predicted_class"],
+                                              pytest.approx(want["confidence"], abs=5e-4))
 
 
 def test_predict_in_an_untrained_checkout(trained, tmp_path):
@@ -140,33 +153,163 @@ def test_batches_hold_many_images_and_change_no_answer(trained, monkeypatch):
     assert len(batches) > 2 and max(batches) == 4
     one_by_one = list(predict.score([model], items, device, precision, batch_size=1))
     assert [a.predicted for a in by_four] == [a.predicted for a in one_by_one]
-    assert torch.allclose(torch.tensor([a.prob_hotdog or 0.0 for a in by_four]),
-                          torch.tensor([a.prob_hotdog or 0.0 for a in one_by_one]), atol=1e-6)
+    assert torch.allclose(torch.tensor([a.probabilities or (0.0, 0.0) for a in by_four]),
+                          torch.tensor([a.probabilities or (0.0, 0.0) for a in one_by_one]), atol=1e-6)
+
+
+# ------------------------------------------------------------------ any number of classes
+
+THREE = ("cat", "dog", "emu")
+SEVEN = ("ant", "bee", "cow", "doe", "eel", "fox", "gnu")
+# The logits each model gives every photo: its fc weights are zero, so the bias is the
+# answer whatever the photo. In neither is the most probable class the first one.
+LOGITS = {THREE: [0.0, 2.0, 1.0], SEVEN: [0.5, -1.0, 3.0, 0.0, 2.0, 1.0, -2.0]}
+THREE_LINE = "dog 0.665, emu 0.245, cat 0.090"  # softmax of LOGITS[THREE], most probable first
+SEVEN_TOP = ["cow", "eel", "fox", "ant", "doe", "bee", "gnu"]
+# A folder name is any text: the demo page must show it, never run it.
+MARKUP = ("cat", "<b>dog</b>", "<img src=x onerror=\"document.title='ran'\">")
+CPU = ["--device", "cpu", "--precision", "fp32"]
+
+
+def write_checkpoint(dest: Path, classes: tuple[str, ...], logits: list[float]) -> Path:
+    """A checkpoint as the training stages save one, for `classes`, answering `logits`."""
+    torch.manual_seed(0)
+    model = build_model(None, "default", classes)
+    nn.init.zeros_(model.fc.weight)
+    with torch.no_grad():
+        model.fc.bias.copy_(torch.tensor(logits))
+    save_checkpoint(dest, model.state_dict(), "finetune", {"seed": 0, "train": {"image_size": 32}}, {}, classes)
+    return dest
+
+
+def write_photos(folder: Path) -> Path:
+    """Two small photos and a text file named like one, in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, colour in enumerate([(200, 40, 40), (30, 120, 220)]):
+        Image.new("RGB", (48, 36), colour).save(folder / f"{i}.png")
+    (folder / "notes.jpg").write_text("not a photo\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def n_classes(tmp_path_factory) -> Path:
+    """A folder with three.pt (3 classes), seven.pt (7 classes), markup.pt (3 classes, one
+    named in HTML) and photos/."""
+    root = tmp_path_factory.mktemp("n-classes")
+    write_checkpoint(root / "three.pt", THREE, LOGITS[THREE])
+    write_checkpoint(root / "seven.pt", SEVEN, LOGITS[SEVEN])
+    write_checkpoint(root / "markup.pt", MARKUP, LOGITS[THREE])
+    write_photos(root / "photos")
+    return root
+
+
+def run_main(capsys, *args: str) -> tuple[int, str, str]:
+    """`hotdog predict ARGS` in this process: (exit status, stdout, stderr)."""
+    try:
+        predict.main(list(args))
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_each_model_answers_with_its_own_class_names(n_classes, capsys):
+    """Two models with 3 and 7 classes: one line per image and model, the top K by name,
+    most probable first."""
+    photo, three, seven = (str(n_classes / name) for name in ("photos/0.png", "three.pt", "seven.pt"))
+    code, out, err = run_main(capsys, photo, "--model", three, "--model", seven, "--top-k", "3", *CPU)
+    assert code == 0, err
+    assert out.splitlines() == [f"{photo}\t{three}\t{THREE_LINE}",
+                                f"{photo}\t{seven}\tcow 0.602, eel 0.222, fox 0.082"]
+    code, out, _ = run_main(capsys, photo, "--model", seven, *CPU)  # --top-k 1 by default
+    assert code == 0 and out.splitlines() == [f"{photo}\t{seven}\tcow 0.602"]
+
+
+def test_json_names_every_class_and_the_top_k(n_classes, capsys):
+    photos, three, seven = (str(n_classes / name) for name in ("photos", "three.pt", "seven.pt"))
+    code, out, err = run_main(capsys, photos, "--model", three, "--model", seven, "--top-k", "5", "--json", *CPU)
+    assert code == 1 and err.startswith(f"error: {n_classes / 'photos/notes.jpg'}: not an image")
+    answers = [json.loads(line) for line in out.splitlines()]
+    assert [(Path(a["path"]).name, a["model"]) for a in answers] == [
+        (name, model) for name in ("0.png", "1.png", "notes.jpg") for model in (three, seven)]
+    for a in answers:
+        classes = THREE if a["model"] == three else SEVEN
+        if a["path"].endswith("notes.jpg"):
+            assert a["error"] and a["class"] is a["confidence"] is a["top_k"] is a["probabilities"] is None
+            continue
+        assert a["error"] is None
+        assert tuple(a["probabilities"]) == classes  # every class, in label order
+        assert sum(a["probabilities"].values()) == pytest.approx(1, abs=1e-6)
+        assert list(a["probabilities"].values()) == pytest.approx(torch.tensor(LOGITS[classes]).softmax(0).tolist())
+        top = [t["class"] for t in a["top_k"]]
+        assert top == (["dog", "emu", "cat"] if classes == THREE else SEVEN_TOP[:5])  # all 3, or the top 5
+        assert [t["probability"] for t in a["top_k"]] == [a["probabilities"][name] for name in top]
+        assert (a["class"], a["confidence"]) == (top[0], a["top_k"][0]["probability"])
+
+
+def test_the_parquet_file_holds_each_models_classes_and_probabilities(n_classes, capsys, tmp_path):
+    photos, three, seven = (str(n_classes / name) for name in ("photos", "three.pt", "seven.pt"))
+    out = tmp_path / "answers.parquet"
+    code, _, err = run_main(capsys, photos, "--model", seven, "--model", three, "--out", str(out), *CPU)
+    assert code == 1 and f"wrote 6 answers to {out}" in err
+    table = pq.read_table(out)
+    assert table.schema.equals(SCORED)
+    rows = table.to_pylist()
+    assert [(r["model"], Path(r["path"]).name) for r in rows] == [  # sorted by model, then path
+        (model, name) for model in sorted([three, seven]) for name in ("0.png", "1.png", "notes.jpg")]
+    for r in rows:
+        classes = THREE if r["model"] == three else SEVEN
+        assert tuple(r["classes"]) == classes
+        if r["path"].endswith("notes.jpg"):
+            assert r["error"].startswith("not an image")
+            assert r["predicted"] is r["class_name"] is r["confidence"] is r["probabilities"] is None
+            continue
+        assert r["class_name"] == classes[r["predicted"]] == ("dog" if classes == THREE else "cow")
+        assert sum(r["probabilities"]) == pytest.approx(1, abs=1e-6)
+        assert r["confidence"] == max(r["probabilities"]) == r["probabilities"][r["predicted"]]
+
+
+def test_top_k_must_be_positive(n_classes, capsys):
+    code, out, err = run_main(capsys, str(n_classes / "photos"), "--model", str(n_classes / "three.pt"),
+                              "--top-k", "0")
+    assert code == 2 and out == "" and "--top-k must be at least 1" in err
+
+
+def test_top_orders_by_probability_then_label():
+    answer = predict.Answer("a.jpg", "m", ("x", "y", "z", "w"), 1, (0.1, 0.4, 0.1, 0.4))
+    assert answer.top(3) == [("y", 0.4), ("w", 0.4), ("x", 0.1)]
+    assert [name for name, _ in answer.top(10)] == ["y", "w", "x", "z"]
+    assert (answer.class_name, answer.confidence) == ("y", 0.4)
+    assert predict.Answer("b.jpg", "m", ("x", "y"), None, None, "unreadable").top(2) == []
 
 
 def test_summary_counts_every_image_and_ranks_by_confidence():
-    answers = [predict.Answer(f"{i}.jpg", "finetune", 0 if p >= 0.5 else 1, p)
-               for i, p in enumerate([0.9, 0.2, 0.55, 0.99, 0.45])]
-    answers.append(predict.Answer("bad.jpg", "finetune", None, None, "not an image"))
+    probabilities = [(0.1, 0.85, 0.05), (0.2, 0.3, 0.5), (0.4, 0.35, 0.25), (0.01, 0.98, 0.01), (0.3, 0.36, 0.34)]
+    answers = [predict.Answer(f"{i}.jpg", "three", THREE, max(range(3), key=p.__getitem__), p)
+               for i, p in enumerate(probabilities)]
+    answers.append(predict.Answer("bad.jpg", "three", THREE, None, None, "not an image"))
+    answers.append(predict.Answer("0.jpg", "seven", SEVEN, 6, (0.0,) * 6 + (1.0,)))
     counts, extremes = predict.summary(answers, extremes=2)
-    assert counts == [{"model": "finetune", "class": "error", "images": 1},
-                      {"model": "finetune", "class": "hotdog", "images": 3},
-                      {"model": "finetune", "class": "not-hotdog", "images": 2}]
-    assert [(r["confidence"], r["image"]) for r in extremes] == [
-        ("most", "3.jpg"), ("most", "0.jpg"), ("least", "4.jpg"), ("least", "2.jpg")]
-
+    assert counts == [{"model": "seven", "class": "gnu", "images": 1},
+                      {"model": "three", "class": "cat", "images": 1},
+                      {"model": "three", "class": "dog", "images": 3},
+                      {"model": "three", "class": "emu", "images": 1},
+                      {"model": "three", "class": "error", "images": 1}]
+    assert [(r["model"], r["confidence"], r["image"], r["class"], r["probability"]) for r in extremes] == [
+        ("three", "most", "3.jpg", "dog", 0.98), ("three", "most", "0.jpg", "dog", 0.85),
+        ("three", "least", "4.jpg", "dog", 0.36), ("three", "least", "2.jpg", "cat", 0.4),
+        ("seven", "most", "0.jpg", "gnu", 1.0), ("seven", "least", "0.jpg", "gnu", 1.0)]
 
 # ------------------------------------------------------------------ the demo page
 
 
-@pytest.fixture(scope="module")
-def demo(trained, tmp_path_factory):
-    """`hotdog demo` on a free loopback port in the trained project: its base URL."""
+def start_demo(cwd: Path, log: Path, *args: str):
+    """`hotdog demo ARGS` on a free loopback port in `cwd`, once it answers: (process, base URL)."""
     port = free_port()
-    log = tmp_path_factory.mktemp("demo") / "demo.log"
     with log.open("w") as out:
-        process = subprocess.Popen([str(HOTDOG), "demo", "--port", str(port), "--precision", "fp32"],
-                                   cwd=trained, env=ENV, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([str(HOTDOG), "demo", "--port", str(port), "--precision", "fp32", *args],
+                                   cwd=cwd, env=ENV, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120
     try:
@@ -174,16 +317,33 @@ def demo(trained, tmp_path_factory):
             assert process.poll() is None, f"hotdog demo exited:\n{log.read_text()}"
             try:
                 urllib.request.urlopen(url + "api/health", timeout=2).close()
-                break
+                return process, url
             except OSError:
                 assert time.monotonic() < deadline, f"hotdog demo did not answer:\n{log.read_text()}"
                 time.sleep(0.5)
+    except BaseException:
+        stop(process, seconds=10)
+        raise
+
+
+@pytest.fixture(scope="module")
+def demo(trained, tmp_path_factory):
+    """`hotdog demo` in the trained project (finetune and scratch): its base URL."""
+    process, url = start_demo(trained, tmp_path_factory.mktemp("demo") / "demo.log")
+    try:
         yield url
     finally:
         stop(process, seconds=10)
 
 
-def test_demo_page_shows_both_verdicts_and_a_clear_error(trained, demo, tmp_path):
+def bars(card) -> list[tuple[str, str]]:
+    """A model's card's bars, top to bottom: (class name as shown, percentage as shown)."""
+    rows = card.locator(".top li")
+    return [(rows.nth(i).locator(".name").inner_text(), rows.nth(i).locator(".pct").inner_text())
+            for i in range(rows.count())]
+
+
+def test_demo_page_shows_both_models_bars_and_a_clear_error(trained, demo, tmp_path):
     photo = trained / "data/hotdog/test/not-hotdog/2.png"
     text = tmp_path / "lunch.jpg"
     text.write_text("not a photo at all\n")
@@ -198,9 +358,14 @@ def test_demo_page_shows_both_verdicts_and_a_clear_error(trained, demo, tmp_path
             for model in ("finetune", "scratch"):
                 card = page.locator(f".answer[data-model={model}]")
                 want = expected[(model, "test/not-hotdog/2.png")]
-                verdict = "Hotdog" if want["predicted"] == 0 else "Not hotdog"
-                assert card.locator(".verdict").inner_text() == verdict
-                assert card.locator(".prob").inner_text() == f"P(hotdog) = {want['prob_hotdog']:.3f}"
+                assert card.locator(".verdict").inner_text() == want["predicted_class"]
+                # Two classes: both bars, the predicted one first, each with its percentage.
+                shown = sorted(zip(("hotdog", "not-hotdog"), want["probabilities"]), key=lambda t: -t[1])
+                assert bars(card) == [(name, f"{100 * p:.1f}%") for name, p in shown]
+                assert shown[0][0] == want["predicted_class"]
+                width = card.locator(f".top li[data-class={want['predicted_class']}] .bar div").evaluate(
+                    "e => e.style.width")
+                assert width == f"{100 * want['confidence']:.1f}%"
             assert page.locator("#photo").is_visible()
             assert page.locator("#error").inner_text() == ""
 
@@ -211,6 +376,33 @@ def test_demo_page_shows_both_verdicts_and_a_clear_error(trained, demo, tmp_path
             assert page.locator(".answer").count() == 0
         finally:
             browser.close()
+
+
+def test_demo_page_shows_the_top_five_of_many_classes_by_name(n_classes, tmp_path):
+    """Seven classes: five bars, most probable first. Three: all three, a class named in
+    HTML shown as its text."""
+    process, url = start_demo(n_classes, tmp_path / "demo.log", "--model", "seven.pt", "--model", "markup.pt")
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(url)
+                assert "seven.pt (7 classes), markup.pt (3 classes)" in page.locator(".sub").inner_text()
+                page.set_input_files("#file", str(n_classes / "photos/1.png"))
+                page.wait_for_selector('.answer[data-model="markup.pt"]', timeout=60_000)
+                seven = page.locator('.answer[data-model="seven.pt"]')
+                assert seven.locator(".verdict").inner_text() == "cow"
+                assert bars(seven) == [("cow", "60.2%"), ("eel", "22.2%"), ("fox", "8.2%"), ("ant", "4.9%"),
+                                       ("doe", "3.0%")]
+                markup = page.locator('.answer[data-model="markup.pt"]')
+                assert markup.locator(".verdict").inner_text() == MARKUP[1]
+                assert bars(markup) == [(MARKUP[1], "66.5%"), (MARKUP[2], "24.5%"), ("cat", "9.0%")]
+                assert markup.locator("b, img").count() == 0 and page.title() != "ran"
+            finally:
+                browser.close()
+    finally:
+        stop(process, seconds=10)
 
 
 def test_demo_refuses_an_oversized_upload(demo):

@@ -1,7 +1,8 @@
 """`hotdog demo` (make demo): a local page where you drop or choose a photo and see the
-fine-tuned model's verdict with the scratch model's beside it. One HTML page and one JSON
-endpoint (POST /api/predict, the photo as the request body); the models are loaded once,
-at start-up, and every photo goes through hotdog.serving.predict as `hotdog predict` sends it.
+fine-tuned model's most probable classes as bars, by name, with the scratch model's beside
+it. One HTML page and one JSON endpoint (POST /api/predict, the photo as the request body);
+the models are loaded once, at start-up, and every photo goes through hotdog.serving.predict
+as `hotdog predict` sends it.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from hotdog.serving import predict, sources
 MAX_UPLOAD = 10 << 20  # bytes; a phone photo is 2 to 6 MiB
 DRAIN = 4 * MAX_UPLOAD  # bytes of an oversized upload read and dropped, so its sender gets the answer
 DEFAULT_PORT = 8000
+TOP = 5  # classes shown per model: the five most probable, or all of them when there are no more
 
 
 def create_app(models: list[predict.Model], device: torch.device, precision: str) -> FastAPI:
     """The page and its endpoint, for models already loaded on `device`."""
     app = FastAPI(title="hotdog demo", docs_url=None, redoc_url=None)
     one_at_a_time = threading.Lock()  # two photos at once would only share the same cores
-    page = PAGE.replace("{{MODELS}}", html.escape(", ".join(m.name for m in models))).replace(
+    described = ", ".join(f"{m.name} ({len(m.classes)} classes)" for m in models)
+    page = PAGE.replace("{{MODELS}}", html.escape(described)).replace(
         "{{LIMIT}}", str(MAX_UPLOAD)).replace("{{LIMIT_TEXT}}", size_text(MAX_UPLOAD)).replace(
         "{{DEVICE}}", html.escape(f"{device.type}, {precision}"))
 
@@ -57,7 +60,8 @@ def create_app(models: list[predict.Model], device: torch.device, precision: str
 
     @app.get("/api/health")
     def health() -> dict:
-        return {"models": [m.name for m in models], "device": device.type, "precision": precision}
+        return {"models": [m.name for m in models], "classes": {m.name: list(m.classes) for m in models},
+                "device": device.type, "precision": precision}
 
     @app.post("/api/predict")
     async def predict_photo(request: Request) -> JSONResponse:
@@ -79,7 +83,7 @@ def create_app(models: list[predict.Model], device: torch.device, precision: str
             return JSONResponse({"error": f"{name}: {err}"}, status_code=400)
         return JSONResponse({
             "image": name,
-            "answers": [{"model": a.model, "class": a.class_name, "prob_hotdog": a.prob_hotdog} for a in answers],
+            "answers": [{k: v for k, v in a.as_json(TOP).items() if k not in ("path", "error")} for a in answers],
             "ms": round(1000 * (time.perf_counter() - start), 1),
         })
 
@@ -127,7 +131,7 @@ PAGE = """<!doctype html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Hotdog or not?</title>
+<title>hotdog demo: what is in the photo?</title>
 <style>
   body { font-family: system-ui, sans-serif; max-width: 46rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
   h1 { margin-bottom: .2rem; }
@@ -139,15 +143,19 @@ PAGE = """<!doctype html>
   .answers { display: flex; gap: 1rem; flex-wrap: wrap; }
   .answer { flex: 1 1 14rem; border: 1px solid #ddd; border-radius: 10px; padding: 1rem; }
   .answer h2 { font-size: 1rem; margin: 0 0 .4rem; color: #555; }
-  .verdict { font-size: 1.8rem; font-weight: 700; }
-  .hotdog { color: #c4500a; } .not-hotdog { color: #2b5ea7; }
-  .bar { height: .6rem; background: #eee; border-radius: 4px; margin: .5rem 0; }
-  .bar div { height: 100%; background: #c4500a; border-radius: 4px; }
+  .verdict { font-size: 1.8rem; font-weight: 700; color: #c4500a; overflow-wrap: anywhere; }
+  .top { list-style: none; padding: 0; margin: .6rem 0 0; }
+  .top li { display: grid; grid-template-columns: 1fr auto; gap: 0 .5rem; margin: .4rem 0; }
+  .top .name { overflow-wrap: anywhere; }
+  .top .pct { font-variant-numeric: tabular-nums; color: #555; }
+  .bar { grid-column: 1 / -1; height: .6rem; background: #eee; border-radius: 4px; }
+  .bar div { height: 100%; background: #2b5ea7; border-radius: 4px; }
+  .top li:first-child .bar div { background: #c4500a; }
   .note { color: #666; font-size: .9rem; }
 </style>
 </head>
 <body>
-<h1>Hotdog or not?</h1>
+<h1>What is in the photo?</h1>
 <p class="sub">Models: {{MODELS}} (on {{DEVICE}}). Photos up to {{LIMIT_TEXT}}; nothing leaves this machine.</p>
 <label id="drop" for="file">Drop a photo here, or click to choose one
   <input id="file" type="file" accept="image/*" hidden>
@@ -176,20 +184,36 @@ function show(file) {
       $("answers").innerHTML = "";
       if (!r.ok) { $("error").textContent = body.error; return; }
       photo.style.display = "block";
-      for (const a of body.answers) {
-        const card = document.createElement("div");
-        card.className = "answer";
-        card.dataset.model = a.model;
-        const p = a.prob_hotdog;
-        card.innerHTML = `<h2></h2><div class="verdict ${a.class}">${a.class === "hotdog" ? "Hotdog" : "Not hotdog"}</div>
-          <div class="bar"><div style="width:${(100 * p).toFixed(1)}%"></div></div>
-          <div class="prob">P(hotdog) = ${p.toFixed(3)}</div>`;
-        card.querySelector("h2").textContent = a.model;
-        $("answers").appendChild(card);
-      }
+      for (const a of body.answers) $("answers").appendChild(card(a));
       $("timing").textContent = `${body.ms} ms on the server`;
     })
     .catch((err) => { $("answers").innerHTML = ""; $("error").textContent = `the demo server did not answer (${err}); is it still running?`; });
+}
+// One model's answer: its top class, then a bar for each of its top classes. Class names
+// are folder names, so they only ever go in as text, never as HTML.
+function el(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+function card(a) {
+  const c = el("div", "answer");
+  c.dataset.model = a.model;
+  c.append(el("h2", "", a.model), el("div", "verdict", a.class));
+  const list = el("ol", "top");
+  for (const t of a.top_k) {
+    const pct = `${(100 * t.probability).toFixed(1)}%`;
+    const row = el("li");
+    row.dataset.class = t.class;
+    const bar = el("div", "bar"), fill = el("div");
+    fill.style.width = pct;
+    bar.append(fill);
+    row.append(el("span", "name", t.class), el("span", "pct", pct), bar);
+    list.append(row);
+  }
+  c.append(list);
+  return c;
 }
 $("file").addEventListener("change", (e) => { if (e.target.files.length) show(e.target.files[0]); });
 const drop = $("drop");

@@ -1,6 +1,7 @@
 """Using the trained models on new photos: files, folders and http(s) URLs, in batches,
-through exactly the evaluate stage's test transform. The `hotdog predict` command, the
-hotdog-predict flow and the demo page (hotdog.serving.demo) all call this module.
+through exactly the evaluate stage's test transform; each model answers with its own class
+names and every class's probability. The `hotdog predict` command, the hotdog-predict flow
+and the demo page (hotdog.serving.demo) all call this module.
 
 A problem with one image (missing, unreadable, not an image, an unreachable URL) is an
 Answer with an `error` for that image; the others still get theirs.
@@ -26,7 +27,7 @@ from PIL import Image
 from torch import nn
 
 from hotdog.core.errors import StageError
-from hotdog.core.names import CLASSES, POSITIVE, RUNS
+from hotdog.core.names import RUNS
 from hotdog.core.params import PARAMS_FILE, read_params
 from hotdog.core.schema import SCORED, write_table
 from hotdog.data.decode import rgb_pixels
@@ -47,27 +48,47 @@ class Answer(NamedTuple):
 
     source: str  # the path or URL, as given or as found in a folder
     model: str
-    predicted: int | None  # index into CLASSES
-    prob_hotdog: float | None
+    classes: tuple[str, ...]  # the model's classes, in label order
+    predicted: int | None  # index into classes
+    probabilities: tuple[float, ...] | None  # every class's, in label order
     error: str | None = None
 
     @property
     def class_name(self) -> str | None:
-        return None if self.predicted is None else CLASSES[self.predicted]
+        return None if self.predicted is None else self.classes[self.predicted]
 
     @property
     def confidence(self) -> float | None:
         """The probability of the predicted class."""
-        return None if self.prob_hotdog is None else max(self.prob_hotdog, 1 - self.prob_hotdog)
+        return None if self.probabilities is None else self.probabilities[self.predicted]
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The k most probable classes (all of them when k >= N) as (name, probability), most
+        probable first; ties in label order. Empty for an image not scored."""
+        if self.probabilities is None:
+            return []
+        order = sorted(range(len(self.classes)), key=lambda i: (-self.probabilities[i], i))
+        return [(self.classes[i], self.probabilities[i]) for i in order[:k]]
+
+    def as_json(self, k: int) -> dict:
+        """The answer as `hotdog predict --json` and the demo page send it: the top k, and
+        every class's probability by name."""
+        scored = self.probabilities is not None
+        return {"path": self.source, "model": self.model, "class": self.class_name, "confidence": self.confidence,
+                "top_k": [{"class": name, "probability": p} for name, p in self.top(k)] if scored else None,
+                "probabilities": dict(zip(self.classes, self.probabilities)) if scored else None,
+                "error": self.error}
 
 
 @dataclass
 class Model:
-    """A trained model, ready to run, and the test-view size its checkpoint was trained at."""
+    """A trained model, ready to run, the test-view size its checkpoint was trained at, and
+    its classes."""
 
     name: str  # finetune, scratch, or the checkpoint's path
     module: nn.Module
     image_size: int
+    classes: tuple[str, ...]  # the checkpoint's, in label order
 
 
 # ------------------------------------------------------------------ models
@@ -90,12 +111,12 @@ def load_model(spec: str, device: torch.device, params_file: Path = PARAMS_FILE)
         fix = (f"train it with `make run` (or `dvc repro {spec}`), or fetch it with `dvc pull`"
                if spec in RUNS else "check the path, or pass --model finetune or scratch")
         raise StageError(f"no model at {path}; {fix}")
-    module, params = load_trained(path, "pass a checkpoint written by the finetune or scratch stage")
+    module, params, classes = load_trained(path, "pass a checkpoint written by the finetune or scratch stage")
     size = params.get("train", {}).get("image_size") if isinstance(params, dict) else None
     if not isinstance(size, int):
         raise StageError(f"checkpoint {path} does not record train.image_size; "
                          f"pass a checkpoint written by the finetune or scratch stage")
-    return Model(name, module.to(device, memory_format=torch.channels_last).eval(), size)
+    return Model(name, module.to(device, memory_format=torch.channels_last).eval(), size, classes)
 
 
 def pick_runtime(device_name: str, precision_name: str) -> tuple[torch.device, str]:
@@ -133,11 +154,12 @@ def views_of(source: str, sizes: set[int]) -> dict[int, torch.Tensor]:
 # ------------------------------------------------------------------ scoring
 
 
-def run_model(model: Model, views: torch.Tensor, device: torch.device, precision: str) -> list[tuple[int, float]]:
-    """(predicted class, P(hotdog)) for a batch of test views, as the evaluate stage derives
-    them from the logits."""
+def run_model(model: Model, views: torch.Tensor, device: torch.device,
+              precision: str) -> list[tuple[int, tuple[float, ...]]]:
+    """(predicted class, every class's probability) for a batch of test views, as the
+    evaluate stage derives them from the logits."""
     logits = forward(model.module, views, device, precision)
-    return list(zip(logits.argmax(1).tolist(), logits.softmax(1)[:, POSITIVE].tolist()))
+    return list(zip(logits.argmax(1).tolist(), map(tuple, logits.softmax(1).tolist())))
 
 
 def score_views(models: list[Model], source: str, views: dict[int, torch.Tensor], device: torch.device,
@@ -145,8 +167,8 @@ def score_views(models: list[Model], source: str, views: dict[int, torch.Tensor]
     """Every model's answer for one image already transformed (the demo page's path)."""
     answers = []
     for model in models:
-        [(predicted, p)] = run_model(model, views[model.image_size][None], device, precision)
-        answers.append(Answer(source, model.name, predicted, p))
+        [(predicted, probs)] = run_model(model, views[model.image_size][None], device, precision)
+        answers.append(Answer(source, model.name, model.classes, predicted, probs))
     return answers
 
 
@@ -170,7 +192,6 @@ def score(models: list[Model], items: Iterable[str | Unusable], device: torch.de
     per forward pass. Images are read and transformed on threads while the previous batch
     runs. `on_batch` gets the number of items each batch held, for a progress bar."""
     sizes = {m.image_size for m in models}
-    names = [m.name for m in models]
     items = iter(items)
     with ThreadPoolExecutor(LOADERS) as pool:
         def submit() -> list:
@@ -187,11 +208,11 @@ def score(models: list[Model], items: Iterable[str | Unusable], device: torch.de
             at = 0
             for item, views in loaded:
                 if isinstance(item, Unusable):
-                    yield from (Answer(item.source, name, None, None, item.error) for name in names)
+                    yield from (Answer(item.source, m.name, m.classes, None, None, item.error) for m in models)
                 elif isinstance(views, str):
-                    yield from (Answer(item, name, None, None, views) for name in names)
+                    yield from (Answer(item, m.name, m.classes, None, None, views) for m in models)
                 else:
-                    yield from (Answer(item, name, *results[name][at]) for name in names)
+                    yield from (Answer(item, m.name, m.classes, *results[m.name][at]) for m in models)
                     at += 1
             if on_batch:
                 on_batch(len(current))
@@ -204,14 +225,16 @@ def table(answers: list[Answer]) -> pa.Table:
         "model": [a.model for a in answers],
         "predicted": [a.predicted for a in answers],
         "class_name": [a.class_name for a in answers],
-        "prob_hotdog": [a.prob_hotdog for a in answers],
+        "confidence": [a.confidence for a in answers],
+        "classes": [list(a.classes) for a in answers],
+        "probabilities": [None if a.probabilities is None else list(a.probabilities) for a in answers],
         "error": [a.error for a in answers],
     }, schema=SCORED)
 
 
 def summary(answers: list[Answer], extremes: int = 10) -> tuple[list[dict], list[dict]]:
-    """(images per class and model, errors included; the `extremes` most and least confident
-    answers of each model), as rows for a table artifact or a report."""
+    """(images per predicted class and model, errors included; the `extremes` most and least
+    confident answers of each model), as rows for a table artifact or a report."""
     counts: dict[tuple[str, str], int] = {}
     for a in answers:
         key = (a.model, a.class_name or "error")
@@ -223,7 +246,7 @@ def summary(answers: list[Answer], extremes: int = 10) -> tuple[list[dict], list
                         key=lambda a: (-a.confidence, a.source))
         picks = [("most", a) for a in scored[:extremes]] + [("least", a) for a in scored[::-1][:extremes]]
         extreme_rows += [{"model": model, "confidence": which, "image": a.source, "class": a.class_name,
-                          "prob_hotdog": round(a.prob_hotdog, 4)} for which, a in picks]
+                          "probability": round(a.confidence, 4)} for which, a in picks]
     return count_rows, extreme_rows
 
 
@@ -231,16 +254,22 @@ def summary(answers: list[Answer], extremes: int = 10) -> tuple[list[dict], list
 
 
 def main(argv: list[str] | None = None) -> None:
-    """hotdog predict: one line per image (path, class, P(hotdog)), or JSON lines, and Parquet."""
+    """hotdog predict: one line per image and model (path, model, top classes and their
+    probabilities), or JSON lines, and Parquet."""
     parser = argparse.ArgumentParser(
-        prog="hotdog predict", description="Classify photos as hotdog or not with the trained models. "
-        "Prints one line per image: its path, the class, and the probability of hotdog. Exits with 1 "
-        "when some image could not be scored (its error line says why).")
+        prog="hotdog predict", description="Classify photos with the trained models, by the classes each was "
+        "trained on. Prints one line per image and model: its path, the model, and the most probable class "
+        "with its probability (the top K with --top-k K). Exits with 1 when some image could not be scored "
+        "(its error line says why).")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE",
                         help="image files, folders (searched recursively) or http(s) URLs")
     parser.add_argument("--model", action="append", metavar="M",
                         help="finetune (the default), scratch, or a checkpoint path; repeat for several")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per image and model")
+    parser.add_argument("--top-k", type=int, default=1, metavar="K",
+                        help="print the K most probable classes of each answer (default 1; all when K >= the "
+                             "model's number of classes)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per image and model: the top K and every class's probability")
     parser.add_argument("--out", type=Path, metavar="FILE.parquet", help="also write every answer to a Parquet file")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
@@ -249,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.top_k < 1:
+        parser.error("--top-k must be at least 1")
     if args.out is not None and args.out.suffix != ".parquet":
         parser.error(f"--out {args.out}: name a .parquet file")
     try:
@@ -284,13 +315,19 @@ def print_answers(args: argparse.Namespace, models: list[Model], device: torch.d
             failed.add(a.source)
             say(f"error: {a.source}: {a.error}", file=sys.stderr)
         if args.json:
-            say(json.dumps({"path": a.source, "model": a.model, "class": a.class_name,
-                            "prob_hotdog": a.prob_hotdog, "error": a.error}))
+            say(json.dumps(a.as_json(args.top_k)))
         elif a.error is None:
-            say("\t".join([a.source, *([a.model] if len(models) > 1 else []), a.class_name, f"{a.prob_hotdog:.4f}"]))
+            say(line(a, args.top_k))
     if bar:
         bar.close()
     return answers
+
+
+def line(answer: Answer, k: int) -> str:
+    """The plain output for one answer: path, model and the top k, e.g.
+    `lunch.jpg<TAB>finetune<TAB>hotdog 0.973, not-hotdog 0.027`."""
+    top = ", ".join(f"{name} {p:.3f}" for name, p in answer.top(k))
+    return "\t".join([answer.source, answer.model, top])
 
 
 def write_answers(answers: list[Answer], dest: Path) -> None:
