@@ -55,7 +55,7 @@ def run_project(args, work: Path) -> dict:
                                                    "image_size": args.image_size})
     workers = os.cpu_count() or 1
     start = time.perf_counter()
-    manifest = scan(args.data, 1.0, workers)
+    manifest = scan(args.data, params.data.classes, params.data.test_fraction, 1.0, workers)
     manifest_seconds = time.perf_counter() - start
     for split in SPLITS:  # once per data set, not per epoch
         decode_split(args.data, manifest.tables[split], work / f"{split}.arrow", eval_resize(args.image_size), workers)

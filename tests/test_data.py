@@ -282,13 +282,13 @@ def png_with_bad_pixels() -> bytes:
 
 
 def test_an_image_that_passes_the_manifest_but_does_not_decode_is_named(tiny_project):
-    from hotdog.data.manifest import probe_image
+    from hotdog.data.manifest import Item, probe_image
     from stages import decode, manifest
 
     manifest.main()
     bad = tiny_project / "data/hotdog/train/hotdog/0.png"
     bad.write_bytes(png_with_bad_pixels())
-    assert probe_image(tiny_project / "data/hotdog", "train/hotdog/0.png", 0).row is not None
+    assert probe_image(tiny_project / "data/hotdog", Item("train/hotdog/0.png", 0, "hotdog", "train")).row is not None
     with pytest.raises(StageError, match=r"data/hotdog/train/hotdog/0.png passed the manifest's check but does "
                                          r"not decode \(.*\); replace it in the data set"):
         decode.main()

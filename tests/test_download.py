@@ -185,7 +185,7 @@ def test_download_stage_fetches_and_extracts(tmp_path: Path, hotdog_zip: Path) -
     work.mkdir()
     sha1 = hashlib.sha1(hotdog_zip.read_bytes()).hexdigest()
     with serve_directory(hotdog_zip.parent) as url:
-        write_params(work, data={"url": f"{url}/hotdog.zip", "sha1": sha1})
+        write_params(work, data={"url": f"{url}/hotdog.zip", "sha1": sha1, "classes": None, "test_fraction": 0.2})
         result = run_stage("stages.download", work)
     assert result.returncode == 0, result.stderr
     assert (work / "data/raw/hotdog.zip").read_bytes() == hotdog_zip.read_bytes()
@@ -197,7 +197,7 @@ def test_download_stage_reports_a_sha1_mismatch(tmp_path: Path, hotdog_zip: Path
     work.mkdir()
     wrong = "0" * 40
     with serve_directory(hotdog_zip.parent) as url:
-        write_params(work, data={"url": f"{url}/hotdog.zip", "sha1": wrong})
+        write_params(work, data={"url": f"{url}/hotdog.zip", "sha1": wrong, "classes": None, "test_fraction": 0.2})
         result = run_stage("stages.download", work)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
