@@ -20,9 +20,9 @@ from pathlib import Path
 from benchmarks.bench import RESULTS, machine
 from benchmarks.tiny import ENV, synthetic_inputs, tiny_project
 from hotdog.core import events
+from hotdog.core.names import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("source", "download", "weights", "manifest", "decode", "finetune", "scratch", "evaluate", "report")
 
 
 def run(cwd: Path, *args: str) -> str:

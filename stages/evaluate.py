@@ -21,13 +21,13 @@ PARAMS = ("train.image_size", "train.batch_size", "train.device", "train.precisi
 
 def outputs(paths: Paths) -> list[Path]:
     """What this stage writes (tests/test_seams.py checks dvc.yaml declares the same)."""
-    return [paths.evaluation, paths.predictions]
+    return [paths.evaluation, paths.predictions, *(paths.confusion(run) for run in RUNS)]
 
 
 def main() -> None:
     # torch and all that uses it are imported here, once the stage has said it started.
     from hotdog.data.transforms import read_eval_views
-    from hotdog.evaluation.evaluate import evaluate
+    from hotdog.evaluation.evaluate import evaluate, write_confusion
     from hotdog.model.inference import load_trained
 
     p = load_params(*PARAMS)
@@ -38,6 +38,8 @@ def main() -> None:
                                     p.train.batch_size, p.train.device, p.train.precision)
     write_table(predictions, p.paths.predictions, PREDICTIONS)
     write_json(p.paths.evaluation, metrics)
+    for run in RUNS:
+        write_confusion(predictions, run, p.paths.confusion(run))
     for run, m in metrics.items():
         auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
         print(f"{run}: test acc {m['accuracy']:.3f}, loss {m['loss']:.3f}, ROC-AUC {auc} "

@@ -201,7 +201,8 @@ def test_an_override_shows_in_dvc_and_changes_the_metrics(ui_run, tmp_path, monk
     changed = {f"{file}:{key}" for file, keys in metrics.items() for key in keys}
     assert "metrics/scratch.json:loss" in changed and "metrics/evaluate.json:scratch.loss" in changed
     assert not any("finetune" in key for key in changed)
-    assert [stage for stage, ran in state.result().items() if ran] == ["source", "scratch", "evaluate", "report"]
+    ran = [stage for stage, ran in state.result().items() if ran]
+    assert ran == ["source", "scratch", "evaluate", "export", "report"]
     logs = logs_with(state.state_details.flow_run_id, "report: wrote reports/report.md and reports/figures/")
     assert any(line.startswith("report: wrote reports/report.md") for line in logs)  # the stage's own lines
 

@@ -16,12 +16,13 @@ from limits import E2E
 from PIL import Image
 from ruamel.yaml import YAML
 
+from hotdog.core.names import CLASSES, STAGES
+
 pytestmark = pytest.mark.timeout(E2E)  # whole pipeline runs, through dvc or Prefect
 
 
 def test_dvc_repro_end_to_end(pipeline_run, tmp_path):
-    assert started(pipeline_run.output) == ["source", "download", "weights", "manifest", "decode", "finetune", "scratch",
-                                            "evaluate", "report"]
+    assert started(pipeline_run.output) == list(STAGES)
     project = copy_run(pipeline_run, tmp_path / "project")  # committed after that first run
     check_outputs(project)
 
@@ -45,9 +46,9 @@ def test_dvc_repro_end_to_end(pipeline_run, tmp_path):
     write_params(project / "params.yaml", {**pipeline_run.overrides, "scratch.lr": 0.05})
     before = recorded(project)
     third = dvc_repro(project)
-    assert started(third) == ["source", "scratch", "evaluate", "report"]
+    assert started(third) == ["source", "scratch", "evaluate", "export", "report"]
     after = recorded(project)
-    assert [name for name in after if after[name] != before[name]] == ["scratch", "evaluate", "report"]
+    assert [name for name in after if after[name] != before[name]] == ["scratch", "evaluate", "export", "report"]
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "scratch lr 0.05")
 
@@ -61,6 +62,20 @@ def test_dvc_repro_end_to_end(pipeline_run, tmp_path):
     assert "metrics/evaluate.json:scratch.loss" in changed
     assert not any("finetune" in key for key in changed), changed  # finetune did not re-run
     assert "Training loss" in sh(project, "dvc", "plots", "show", "--json")
+
+    # Both commits' figures and confusion matrices, side by side: DVC reads the older ones
+    # from its cache (the report's PNGs) and from git (the confusion CSVs).
+    diff = json.loads(sh(project, "dvc", "plots", "diff", "HEAD~1", "HEAD", "--json"))["data"]
+    for name in ("confusion.png", "recall.png", "reliability.png", "samples.png", "misclassified_scratch.png"):
+        images = diff[f"reports/figures/{name}"]
+        assert {rev for image in images for rev in image["revisions"]} == {"HEAD~1", "HEAD"}, images
+    confusion = next(v for k, v in diff.items() if k.startswith("confusion"))
+    rows = [row for plot in confusion for row in plot["content"]["data"]["values"]]
+    assert {row["rev"] for row in rows} == {"HEAD~1", "HEAD"} and {row["actual"] for row in rows} == set(CLASSES)
+    out = project / "plots-diff"
+    sh(project, "dvc", "plots", "diff", "HEAD~1", "HEAD", "-o", str(out))
+    page = (out / "index.html").read_text()
+    assert page.count("confusion.png") >= 2 and "HEAD~1" in page
 
 
 def stale(project: Path) -> dict:
@@ -93,6 +108,14 @@ def check_outputs(project: Path) -> None:
         assert m["images"] == 12 and 0 <= m["accuracy"] <= 1
         assert sum(sum(row.values()) for row in m["confusion"].values()) == 12
     assert pq.read_table(project / "metrics/predictions.parquet").num_rows == 24
+    for run in ("finetune", "scratch"):
+        assert (project / f"models/{run}.onnx").stat().st_size > 1_000_000
+        assert (project / f"models/{run}.torchscript.pt").stat().st_size > 1_000_000
+        confusion = (project / f"metrics/confusion_{run}.csv").read_text().splitlines()
+        assert confusion[0] == "actual,predicted" and len(confusion) == 13
+    export = json.loads((project / "metrics/export.json").read_text())
+    assert all(export[run][fmt]["max_abs_diff"] <= 1e-4 for run in ("finetune", "scratch")
+               for fmt in ("onnx", "torchscript"))
     report = (project / "reports/report.md").read_text()
     figures = re.findall(r"\(figures/([\w.-]+\.png)\)", report)
     # d2l's figures belong beside a run on d2l's own hotdog.zip only; this is a synthetic set.

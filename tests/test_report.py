@@ -126,6 +126,13 @@ def make_pipeline(root: Path, predicted: dict = PREDICTED, classes: tuple[str, .
         table = pa.Table.from_pylist([r for r in manifest if r["split"] == split], MANIFEST)
         pq.write_table(with_classes(table, classes), root / paths.manifest_file(split))
     (root / paths.metrics).mkdir(parents=True)
+    summary = {"classes": list(classes), "layout": "split", "test_fraction": None,
+               "duplicates": {"copies": 0, "left_out_of_train": 0}}
+    for split in SPLITS:
+        labels = [r["label"] for r in manifest if r["split"] == split]
+        summary[split] = {"images": len(labels), "rejected": 0,
+                          "per_class": {c: labels.count(i) for i, c in enumerate(classes)}}
+    (root / paths.manifest_summary).write_text(json.dumps(summary))
     _write_runs(root, paths)
     predictions = _predictions(manifest, classes, predicted)
     (root / paths.evaluation).write_text(json.dumps(_evaluation(predictions, classes)))
@@ -177,7 +184,7 @@ def test_stage_leaves_no_temporary_files(built):
     root, _ = built
     # .hotdog/ is paths.state (the run lock), a working folder, not a temporary file.
     assert sorted(p.name for p in root.iterdir() if p.name.startswith(".") and p.name != ".hotdog") == []
-    assert sorted(p.name for p in (root / "reports").iterdir()) == ["figures", "report.md"]
+    assert sorted(p.name for p in (root / "reports").iterdir()) == ["figures", "model_card.md", "report.md"]
     assert sorted(p.name for p in (root / "reports/figures").iterdir()) == sorted(Path(f).name for f in ALL_FIGURES)
 
 

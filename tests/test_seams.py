@@ -114,11 +114,13 @@ def test_every_stage_runs_the_wiring_and_depends_on_none_of_it():
 def test_code_deps_follow_what_each_stage_uses():
     # Editing the loop retrains both models; evaluate then re-runs because the checkpoints
     # changed, never because of the code. The eval transform is evaluate's and the training
-    # stages' (their test views), not decode's, whose resize is in data/sizes.py.
+    # stages' (their test views) and export's (its parity check), not decode's, whose resize is in
+    # data/sizes.py.
     loop, transform, sizes = "hotdog/training/train.py", "hotdog/data/transforms.py", "hotdog/data/sizes.py"
     assert loop in stage_deps("finetune") and loop in stage_deps("scratch") and loop not in stage_deps("evaluate")
-    assert {name for name in STAGES if transform in stage_deps(name)} == {"finetune", "scratch", "evaluate"}
-    assert {name for name in STAGES if sizes in stage_deps(name)} == {"decode", "finetune", "scratch", "evaluate"}
+    assert {name for name in STAGES if transform in stage_deps(name)} == {"finetune", "scratch", "evaluate", "export"}
+    assert {name for name in STAGES if sizes in stage_deps(name)} == {"decode", "finetune", "scratch", "evaluate",
+                                                                      "export"}
 
 
 @pytest.mark.parametrize("name", STAGES)

@@ -84,14 +84,22 @@ def test_dvc_notices_a_photo_added_changed_or_removed(tmp_path):
     assert json.loads((project / "metrics/manifest.json").read_text())["classes"] == list(CLASSES)
     assert started(dvc_repro(project)) == ["source"] and dvc_status(project) == {}
 
-    after_download = ["source", "download", "manifest", "decode", "finetune", "scratch", "evaluate", "report"]
+    # Each change makes the source stage's record, and so download, stale: DVC notices it
+    # (`dvc status` after the source stage, which `dvc repro` runs first, every time).
     extra = class_files(CLASSES, 9, top="photos", seed=5)
-    (folder / "cat" / "8.png").write_bytes(extra["photos/cat/8.png"])  # added
-    assert started(dvc_repro(project)) == after_download
-    (folder / "bee" / "3.png").write_bytes(extra["photos/bee/3.png"])  # changed
-    assert started(dvc_repro(project)) == after_download
-    (folder / "ant" / "2.png").unlink()  # removed
-    assert started(dvc_repro(project)) == after_download
+    for change in ("added", "changed", "removed"):
+        if change == "added":
+            (folder / "cat" / "8.png").write_bytes(extra["photos/cat/8.png"])
+        elif change == "changed":
+            (folder / "bee" / "3.png").write_bytes(extra["photos/bee/3.png"])
+        else:
+            (folder / "ant" / "2.png").unlink()
+        assert started(dvc_repro(project, "source")) == ["source"]
+        assert dvc_status(project)["download"] == [{"changed deps": {"data/raw/source.json": "modified"}}], change
+        assert started(dvc_repro(project, "download")) == ["source", "download"]
+        assert "download" not in dvc_status(project) and "manifest" in dvc_status(project), change
+    assert started(dvc_repro(project)) == ["source", "manifest", "decode", "finetune", "scratch", "evaluate",
+                                           "export", "report"]
     rows = sum(json.loads((project / "metrics/manifest.json").read_text())[s]["images"] for s in ("train", "test"))
     assert rows == 3 * 8
     os.utime(folder / "ant" / "0.png", ns=(10**18, 10**18))  # touched only: the packed zip is the same

@@ -8,7 +8,7 @@ SPLITS = ("train", "test")
 CLASSES = ("hotdog", "not-hotdog")
 RUNS = ("finetune", "scratch")
 # dvc.yaml's stages, in its order (tests/test_seams.py checks that they agree).
-STAGES = ("source", "download", "weights", "manifest", "decode", "finetune", "scratch", "evaluate", "report")
+STAGES = ("source", "download", "weights", "manifest", "decode", "finetune", "scratch", "evaluate", "export", "report")
 
 
 def imagenet_hotdog_fits(classes) -> bool:

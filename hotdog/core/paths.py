@@ -50,6 +50,16 @@ class Paths(BaseModel):
     def checkpoint(self, run: str) -> Path:
         return self.models / f"{run}.pt"
 
+    def onnx(self, run: str) -> Path:
+        return self.models / f"{run}.onnx"
+
+    def torchscript(self, run: str) -> Path:
+        return self.models / f"{run}.torchscript.pt"
+
+    @property
+    def export_summary(self) -> Path:
+        return self.metrics / "export.json"
+
     def run_summary(self, run: str) -> Path:
         return self.metrics / f"{run}.json"
 
@@ -59,6 +69,10 @@ class Paths(BaseModel):
     @property
     def evaluation(self) -> Path:
         return self.metrics / "evaluate.json"
+
+    def confusion(self, run: str) -> Path:
+        """Each test image's true and predicted class, for DVC's confusion template."""
+        return self.metrics / f"confusion_{run}.csv"
 
     @property
     def predictions(self) -> Path:

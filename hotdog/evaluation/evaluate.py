@@ -5,13 +5,17 @@ five classes, expected calibration error, mean loss, and a predictions table."""
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch.nn import functional as nnf
 
 from hotdog.core.errors import StageError
+from hotdog.core.files import atomic_path
 from hotdog.core.schema import PREDICTIONS, with_classes
 from hotdog.data.transforms import EvalViews
 from hotdog.evaluation.calibration import expected_calibration_error
@@ -113,6 +117,16 @@ def score(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) ->
     columns = {"label": truth, "predicted": predicted, "probabilities": probs.tolist(),
                "confidence": confidence.tolist(), "loss": losses.tolist()}
     return metrics, columns
+
+
+def write_confusion(predictions: pa.Table, run: str, dest: Path) -> None:
+    """One row per test image of `run`: its true and predicted class names (CSV, atomically),
+    the data DVC's confusion template draws, so `dvc plots diff` shows two commits' matrices."""
+    rows = predictions.filter(pc.equal(predictions["model"], run)).sort_by("path")
+    with atomic_path(dest) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["actual", "predicted"])
+        writer.writerows(zip(rows["true_class"].to_pylist(), rows["predicted_class"].to_pylist()))
 
 
 def check_classes(models: dict[str, Trained], classes: Sequence[str]) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import torch
@@ -86,9 +86,10 @@ class Model:
     its classes."""
 
     name: str  # finetune, scratch, or the checkpoint's path
-    module: nn.Module
+    module: nn.Module | None  # None for an ONNX file, which `session` runs
     image_size: int
     classes: tuple[str, ...]  # the checkpoint's, in label order
+    session: Any = None  # an onnxruntime session: the forward pass without torch
 
 
 # ------------------------------------------------------------------ models
@@ -111,12 +112,29 @@ def load_model(spec: str, device: torch.device, params_file: Path = PARAMS_FILE)
         fix = (f"train it with `make run` (or `dvc repro {spec}`), or fetch it with `dvc pull`"
                if spec in RUNS else "check the path, or pass --model finetune or scratch")
         raise StageError(f"no model at {path}; {fix}")
+    if path.suffix == ".onnx":
+        return load_onnx(name, path)
     module, params, classes = load_trained(path, "pass a checkpoint written by the finetune or scratch stage")
     size = params.get("train", {}).get("image_size") if isinstance(params, dict) else None
     if not isinstance(size, int):
         raise StageError(f"checkpoint {path} does not record train.image_size; "
                          f"pass a checkpoint written by the finetune or scratch stage")
     return Model(name, module.to(device, memory_format=torch.channels_last).eval(), size, classes)
+
+
+def load_onnx(name: str, path: Path) -> Model:
+    """A model the export stage wrote as ONNX, run by onnxruntime on the CPU; its classes and
+    input size come from the file's own metadata."""
+    from hotdog.model.export import onnx_metadata, onnx_session
+
+    fix = "pass a file the export stage wrote (models/<run>.onnx)"
+    try:
+        meta = onnx_metadata(path)
+        classes, size = tuple(json.loads(meta["classes"])), int(meta["image_size"])
+    except Exception as err:  # a foreign or torn file fails in many ways
+        raise StageError(f"{path} is not an ONNX model with hotdog's metadata ({type(err).__name__}: "
+                         f"{str(err)[:120]}); {fix}") from None
+    return Model(name, None, size, classes, onnx_session(path))
 
 
 def pick_runtime(device_name: str, precision_name: str) -> tuple[torch.device, str]:
@@ -158,8 +176,13 @@ def run_model(model: Model, views: torch.Tensor, device: torch.device,
               precision: str) -> list[tuple[int, tuple[float, ...]]]:
     """(predicted class, every class's probability) for a batch of test views, as the
     evaluate stage derives them from the logits."""
-    logits = forward(model.module, views, device, precision)
-    return list(zip(logits.argmax(1).tolist(), map(tuple, logits.softmax(1).tolist())))
+    if model.session is not None:
+        from hotdog.model.export import onnx_probabilities
+
+        probabilities = torch.from_numpy(onnx_probabilities(model.session, views.numpy()))
+    else:
+        probabilities = forward(model.module, views, device, precision).softmax(1)
+    return list(zip(probabilities.argmax(1).tolist(), map(tuple, probabilities.tolist())))
 
 
 def score_views(models: list[Model], source: str, views: dict[int, torch.Tensor], device: torch.device,
@@ -264,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGE",
                         help="image files, folders (searched recursively) or http(s) URLs")
     parser.add_argument("--model", action="append", metavar="M",
-                        help="finetune (the default), scratch, or a checkpoint path; repeat for several")
+                        help="finetune (the default), scratch, a checkpoint path, or an exported .onnx file "
+                             "(run by onnxruntime, without torch); repeat for several")
     parser.add_argument("--top-k", type=int, default=1, metavar="K",
                         help="print the K most probable classes of each answer (default 1; all when K >= the "
                              "model's number of classes)")

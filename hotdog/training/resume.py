@@ -20,7 +20,7 @@ from typing import Iterable, NamedTuple
 
 import torch
 
-from hotdog.core.files import atomic_path
+from hotdog.core.files import atomic_path, file_digest
 
 # Bump when the snapshot's layout changes, so an old state is never read as a new one.
 FORMAT = 1
@@ -35,15 +35,6 @@ class Snapshot(NamedTuple):
     records: list[dict]  # metrics/<run>_epochs.json so far
     stats: list[list[float]]  # hotdog.training.train.EpochStats of each epoch, as lists
     rng: torch.Tensor  # torch's CPU generator state
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes (about a second for the real decoded train split)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def code_files() -> list[Path]:
