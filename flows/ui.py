@@ -1,17 +1,33 @@
 """`make ui`: serve the flows as deployments on a Prefect server (the one at PREFECT_API_URL,
-or a local one started for the purpose) and print the UI's address. Ctrl-C stops both.
+or a local one started for the purpose) and print the UI's address; beside it, the project's
+reports/ folder on http at 127.0.0.1, where the UI loads the report's figures. Ctrl-C stops all.
 Run from the repo root: python -m flows.ui
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from hotdog.core.params import PARAMS_FILE, ParamsError, read_params
 from hotdog.runner.prefect_server import running_server
+from hotdog.runner.reports_server import REPORTS_URL_ENV, serving_reports
 
 DEPLOYMENT = "local"
 
 
+def reports_folder(project: Path) -> Path:
+    """paths.reports of the project's params.yaml; "reports" when that file cannot be read now
+    (a flow run will say why, in one line: `make ui` serves the flows all the same)."""
+    try:
+        return read_params(project / PARAMS_FILE).paths.under(project).reports
+    except ParamsError:
+        return project / "reports"
+
+
 def main() -> None:
-    with running_server() as api_url:
+    folder = reports_folder(Path.cwd())
+    with running_server() as api_url, serving_reports(folder) as reports_url:
         from prefect import serve
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -19,7 +35,11 @@ def main() -> None:
         from flows.pipeline import hotdog_pipeline
         from flows.predict import hotdog_predict
 
+        # Served flow runs are subprocesses of this one and inherit its environment at their start.
+        os.environ[REPORTS_URL_ENV] = reports_url
         ui = api_url.rstrip("/").removesuffix("/api")
+        print(f"Figures: {reports_url}/ serves {folder} (the report's images in the UI load from there)",
+              flush=True)
         print(f"Prefect UI: {ui}  (Deployments -> hotdog-pipeline, hotdog-experiments or hotdog-predict -> "
               f"{DEPLOYMENT} -> Run)", flush=True)
         with temporary_settings(updates={PREFECT_API_URL: api_url}):

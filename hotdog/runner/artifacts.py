@@ -1,22 +1,36 @@
 """What a finished pipeline run shows in Prefect: the metrics table (beside d2l's figures when
 the data is d2l's hotdog.zip), the report, and links to the report, DVC's plots and the
-figures. Call it inside a flow run."""
+figures. Under `make ui`, whose server has reports/ on http (hotdog.runner.reports_server), the
+report's images load from there and each figure is an image artifact too. Call it inside a flow run."""
 
 from __future__ import annotations
 
+import posixpath
+import re
 from pathlib import Path
+from typing import Mapping
 
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect import get_run_logger
+from prefect.artifacts import (
+    create_image_artifact,
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 
 from hotdog.core.params import PARAMS_FILE, read_params
+from hotdog.core.paths import Paths
 from hotdog.evaluation.results import comparison_header, comparison_rows, is_d2l_data, read_evaluation, read_runs
 from hotdog.runner.dvc_run import stream_dvc
+from hotdog.runner.reports_server import REPORTS_URL_ENV, file_url, reports_url
 
 PLOTS_DIR = "dvc_plots"  # `dvc plots show` writes its HTML here (git-ignored)
+# A markdown link or image, [text](target) or ![alt](target), with no title after the target.
+LINK = re.compile(r"(?P<bang>!?)\[(?P<text>[^\]]*)\]\((?P<target>[^)\s]+)\)")
 
 
 def publish_artifacts(project: Path) -> None:
-    """The metrics table, the report, and links to the report and plots."""
+    """The metrics table, the report, links to the report and plots, and the figures."""
     params = read_params(project / PARAMS_FILE)
     rel, d2l = params.paths, is_d2l_data(params.data.sha1)
     p = rel.under(project)
@@ -26,7 +40,10 @@ def publish_artifacts(project: Path) -> None:
     rows = [dict(zip(header, row)) for row in comparison_rows(summaries, evaluation, d2l)]
     create_table_artifact(rows, key="hotdog-metrics", description="Final test metrics of both runs"
                           + (" beside d2l's published figures" if d2l else ""))
-    create_markdown_artifact(p.report.read_text(), key="hotdog-report",
+    figures = sorted(p.figures.glob("*.png"))
+    urls = figure_urls(p, figures)
+    report = p.report.read_text()
+    create_markdown_artifact(served_links(report, urls), key="hotdog-report",
                              description=f"{p.report} (figures are in {p.figures})")
     stream_dvc(["plots", "show", "--out", PLOTS_DIR], project, lambda line: None)
     create_link_artifact(p.report.as_uri(), link_text=str(rel.report), key="hotdog-link-report",
@@ -35,6 +52,57 @@ def publish_artifacts(project: Path) -> None:
     if plots.exists():
         create_link_artifact(plots.as_uri(), link_text="dvc plots show", key="hotdog-link-plots",
                              description="DVC's interactive plots of the training curves")
-    figures = sorted(p.figures.glob("*.png"))
-    create_markdown_artifact("\n".join(f"- [{f.name}]({f.as_uri()})" for f in figures),
+    served = {f: urls.get(report_path(p, f)) for f in figures}
+    create_markdown_artifact("\n".join(figure_line(f, url) for f, url in served.items()),
                              key="hotdog-figures", description=f"The report's figures, in {p.figures}")
+    publish_images(served, image_titles(report), p, project)
+
+
+def figure_urls(p: Paths, figures: list[Path]) -> dict[str, str]:
+    """Report-relative path -> http URL of each figure, on `make ui`'s server; {} without one."""
+    base = reports_url()
+    if base is None:
+        get_run_logger().info(f"no reports server ({REPORTS_URL_ENV} is unset: this run is not served by "
+                              "`make ui`): the report's figures stay file links, and no image artifacts")
+        return {}
+    return {report_path(p, f): file_url(base, p.reports, f) for f in figures}
+
+
+def report_path(p: Paths, file: Path) -> str:
+    """`file` as report.md links it: relative to the report's folder."""
+    return file.relative_to(p.report.parent).as_posix()
+
+
+def served_links(markdown: str, urls: Mapping[str, str]) -> str:
+    """`markdown` with each link or image whose target is a key of `urls` (a report-relative
+    path, "figures/curves.png") pointing at that URL instead; every other link unchanged."""
+    def swap(match: re.Match) -> str:
+        target = match["target"]
+        url = None if "://" in target else urls.get(posixpath.normpath(target))
+        return match[0] if url is None else f"{match['bang']}[{match['text']}]({url})"
+
+    return LINK.sub(swap, markdown)
+
+
+def image_titles(markdown: str) -> dict[str, str]:
+    """Report-relative image path -> its alt text, for the image artifacts' descriptions."""
+    return {posixpath.normpath(m["target"]): m["text"] for m in LINK.finditer(markdown) if m["bang"]}
+
+
+def figure_key(file: Path) -> str:
+    """The image artifact's key: "hotdog-figure-" and the name in lowercase letters, digits, dashes."""
+    return "hotdog-figure-" + (re.sub(r"[^a-z0-9]+", "-", file.stem.lower()).strip("-") or "unnamed")
+
+
+def figure_line(file: Path, url: str | None) -> str:
+    """One figure in the hotdog-figures list: its file link, and its http link when served."""
+    return f"- [{file.name}]({file.as_uri()})" + (f" ([open]({url}))" if url else "")
+
+
+def publish_images(served: Mapping[Path, str | None], titles: Mapping[str, str], p: Paths, project: Path) -> None:
+    """An image artifact for each served figure, described by its alt text in the report."""
+    for file, url in served.items():
+        if url is not None:
+            title = titles.get(report_path(p, file), file.stem.replace("_", " "))
+            create_image_artifact(image_url=url, key=figure_key(file),
+                                  description=f"{title}: {file.relative_to(project)} in the report")
