@@ -128,11 +128,17 @@ def test_leaves_a_daemon():
 
 HELPER = '''
 import multiprocessing
+from multiprocessing import resource_tracker
+
 import psutil
 
 def test_uses_shared_memory():
-    multiprocessing.get_context("spawn").Lock()  # a semaphore: the resource tracker starts
-    assert any("resource_tracker" in " ".join(p.cmdline()) for p in psutil.Process().children())
+    multiprocessing.get_context("spawn").Lock()  # a semaphore: the resource tracker serves it
+    resource_tracker.ensure_running()
+    # Its process, whether this one started it or found it running (a full suite's run once
+    # saw no child here: the tracker was already up).
+    tracker = psutil.Process(resource_tracker._resource_tracker._pid)
+    assert "resource_tracker" in " ".join(tracker.cmdline())
 '''
 
 
