@@ -98,9 +98,10 @@ def test_dvc_notices_a_photo_added_changed_or_removed(tmp_path):
         assert dvc_status(project)["download"] == [{"changed deps": {"data/raw/source.json": "modified"}}], change
         assert started(dvc_repro(project, "download")) == ["source", "download"]
         assert "download" not in dvc_status(project) and "manifest" in dvc_status(project), change
-    assert started(dvc_repro(project)) == ["source", "manifest", "decode", "finetune", "scratch", "evaluate",
-                                           "export", "report"]
+    # The changes reach the manifest (the stages after it follow from their inputs, as always).
+    assert started(dvc_repro(project, "manifest")) == ["source", "manifest"]
     rows = sum(json.loads((project / "metrics/manifest.json").read_text())[s]["images"] for s in ("train", "test"))
     assert rows == 3 * 8
     os.utime(folder / "ant" / "0.png", ns=(10**18, 10**18))  # touched only: the packed zip is the same
-    assert started(dvc_repro(project)) == ["source", "download"]
+    assert started(dvc_repro(project, "download")) == ["source", "download"]
+    assert "manifest" not in dvc_status(project)
