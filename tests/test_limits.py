@@ -128,6 +128,7 @@ def test_leaves_a_daemon():
 
 HELPER = '''
 import multiprocessing
+import time
 from multiprocessing import resource_tracker
 
 import psutil
@@ -136,8 +137,12 @@ def test_uses_shared_memory():
     multiprocessing.get_context("spawn").Lock()  # a semaphore: the resource tracker serves it
     resource_tracker.ensure_running()
     # Its process, whether this one started it or found it running (a full suite's run once
-    # saw no child here: the tracker was already up).
+    # saw no child here: the tracker was already up). Its command line can read empty for a
+    # moment, while the new process is still exec'ing Python (a full suite once saw that).
     tracker = psutil.Process(resource_tracker._resource_tracker._pid)
+    deadline = time.monotonic() + 10
+    while not tracker.cmdline() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert "resource_tracker" in " ".join(tracker.cmdline())
 '''
 
