@@ -62,7 +62,8 @@ def kill_after_saving(monkeypatch, epochs_saved: int) -> None:
     monkeypatch.setattr(ResumeStore, "save", save)
 
 
-@pytest.mark.numeric  # bit for bit, so rerun under the ISA caps by make test
+@pytest.mark.numeric  # bit for bit
+@pytest.mark.repeats  # against an uninterrupted run on the same kernels: no ISA-capped rerun
 @pytest.mark.parametrize("run", ["finetune", "scratch"])
 def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(decoded_project, monkeypatch, capsys, run):
     write_params(decoded_project / "params.yaml", {"train.epochs": 3})

@@ -66,6 +66,7 @@ def same_weights(first: dict, second: dict) -> bool:
         torch.equal(v, second["state_dict"][k]) for k, v in first["state_dict"].items())
 
 
+@pytest.mark.repeats  # a run against itself: make test's ISA-capped reruns leave it out
 @pytest.mark.parametrize("run", ["finetune", "scratch"])
 def test_training_writes_its_outputs_and_repeats_exactly(decoded_project, run):
     p, a, b, first, second = run_twice(run)
@@ -83,6 +84,7 @@ def test_training_writes_its_outputs_and_repeats_exactly(decoded_project, run):
     model.load_state_dict(first["state_dict"])  # the checkpoint is a complete ResNet-18
 
 
+@pytest.mark.repeats  # a run against itself: make test's ISA-capped reruns leave it out
 def test_the_device_augmentation_path_trains_and_repeats_exactly(decoded_project):
     # augment: device (the CUDA default), run on the CPU. Its batches equal the workers
     # path's within a level (tests/test_data.py). The losses are not compared: a random
@@ -96,6 +98,7 @@ def test_the_device_augmentation_path_trains_and_repeats_exactly(decoded_project
     assert same_weights(first, second)
 
 
+@pytest.mark.repeats  # a run against itself: make test's ISA-capped reruns leave it out
 def test_bf16_training_on_the_cpu_runs_and_repeats_exactly(decoded_project):
     # bf16 on purpose: `precision: auto` picks it on CPUs with AVX512-BF16 or AMX, and the
     # other tests pin fp32. Without those instructions it is emulated, slowly, so this
@@ -107,6 +110,7 @@ def test_bf16_training_on_the_cpu_runs_and_repeats_exactly(decoded_project):
     assert all(v.dtype == torch.float32 for v in first["state_dict"].values() if v.is_floating_point())
 
 
+@pytest.mark.repeats  # a run against itself: make test's ISA-capped reruns leave it out
 def test_runtime_num_workers_changes_no_result(decoded_project):
     # Why runtime.num_workers is no DVC param: the epoch plan fixes every crop, so the
     # worker count cannot change what is trained (tests/test_seams.py: no stage declares it).
