@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hotdog.core import events
 from hotdog.core.files import write_json
 from hotdog.core.names import RUNS
 from hotdog.core.params import load_params
@@ -36,6 +37,7 @@ def main() -> None:
     # a GPU no host copy should outlive that.
     metrics, predictions = evaluate(models, *read_eval_views(p.paths.decoded_file("test"), p.train.image_size),
                                     p.train.batch_size, p.train.device, p.train.precision)
+    events.mark("writing")
     write_table(predictions, p.paths.predictions, PREDICTIONS)
     write_json(p.paths.evaluation, metrics)
     for run in RUNS:

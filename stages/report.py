@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hotdog.core import events
 from hotdog.core.files import atomic_path
 from hotdog.core.names import RUNS
 from hotdog.core.params import load_params
@@ -46,6 +47,7 @@ def main() -> None:
                                outputs(p.paths))
     recipe = Recipe(p.seed, p.data.url, p.data.sha1, p.weights, p.train, {run: getattr(p, run) for run in RUNS})
     card = card_text(recipe, evidence, p.paths, d2l)
+    events.mark("writing")  # drawing the figures is most of it
     with atomic_path(p.paths.figures) as tmp:
         tmp.mkdir()
         write_figures(tmp, p.paths.images, inputs)

@@ -14,6 +14,7 @@ ONE_OF_EACH = [
     events.Progress(stage="finetune", done=0.35),
     events.Finished(stage="finetune"),
     events.Failed(stage="download", message="error: download: gave up after 5 attempts", transient=True),
+    events.Timing(stage="finetune", began=1.0e9, started=1.0e9 + 0.2, writing=None, finished=1.0e9 + 5.5),
 ]
 
 

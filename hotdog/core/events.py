@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -52,8 +53,22 @@ class Failed(_Event):
     transient: bool = False
 
 
-Event = Annotated[Union[Started, Progress, Finished, Failed], Field(discriminator="kind")]
-EVENT_TYPES = (Started, Progress, Finished, Failed)
+class Timing(_Event):
+    """When the stage's process did what, in seconds since the epoch, read in that process,
+    just before Finished: `began` (the process started; None where the OS does not say),
+    `started` (its first line of work, the Started event), `writing` (its work was done and
+    it began to write its outputs; None for a stage that writes as it works) and `finished`.
+    benchmarks/e2e.py draws a `dvc repro`'s timeline from these."""
+
+    kind: Literal["timing"] = "timing"
+    began: float | None
+    started: float
+    writing: float | None
+    finished: float
+
+
+Event = Annotated[Union[Started, Progress, Finished, Failed, Timing], Field(discriminator="kind")]
+EVENT_TYPES = (Started, Progress, Finished, Failed, Timing)
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
@@ -82,3 +97,34 @@ def emit(event: _Event) -> None:
     if enabled():
         print(encode(event), file=sys.stdout, flush=True)
 
+
+
+# The times a Timing event reports, kept as the stage runs (one stage per process).
+_times: dict[str, float] = {}
+
+
+def process_began() -> float | None:
+    """When this process started, as time.time() would have said then; None off Linux.
+
+    /proc/self/stat's field 22 is the start in clock ticks since boot, and CLOCK_BOOTTIME
+    is now on the same clock, so their difference is the process's age (to 1/CLK_TCK)."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # the name, in parentheses, may hold spaces
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return time.time() - age
+
+
+def mark(moment: Literal["started", "writing"]) -> None:
+    """Note the time of a moment in this stage's run; the Timing event reports it. `writing`
+    is for a stage whose work is done and whose outputs are next; the first mark counts."""
+    _times.setdefault(moment, time.time())
+
+
+def timing(stage: str) -> Timing:
+    """The Timing event for this process's stage, as of now."""
+    now = time.time()
+    return Timing(stage=stage, began=process_began(), started=_times.get("started", now),
+                  writing=_times.get("writing"), finished=now)

@@ -30,6 +30,7 @@ def run_main(stage: str, main: Callable[[], None]) -> None:
     output is left (hotdog.core.files.atomic_path), and the exit status is 128 + the signal's
     number, as a shell reports a process it killed.
     """
+    events.mark("started")
     events.emit(events.Started(stage=stage))
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop)
@@ -48,6 +49,7 @@ def run_main(stage: str, main: Callable[[], None]) -> None:
         events.emit(events.Failed(stage=stage, message=f"error: {stage}: {type(err).__name__}: {err} "
                                                        "(an unexpected failure; the traceback is in the log)"))
         raise
+    events.emit(events.timing(stage))
     events.emit(events.Finished(stage=stage))
     # All that is left is Python's exit, whose garbage collections would walk every object
     # torch's import made: 0.5 s of a torch stage's exit here, and DVC waits for it. The

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hotdog.core import events
 from hotdog.core.declared import StageParams
 from hotdog.core.files import write_json
 from hotdog.core.params import load_params
@@ -57,6 +58,7 @@ def train_and_write(run: str, p: StageParams, shard: distributed.Shard) -> None:
                    on_epoch=on_epoch, start=start, shard=shard)
     if not shard.main:
         return  # rank 0 writes the outputs
+    events.mark("writing")
     save_checkpoint(p.paths.checkpoint(run), result.model.state_dict(), run, result.params, result.summary,
                     images.classes)
     write_json(p.paths.run_epochs(run), result.records)
