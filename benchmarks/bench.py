@@ -26,7 +26,17 @@ from hotdog.data.manifest import scan
 from hotdog.data.sizes import eval_resize
 from hotdog.data.transforms import read_eval_views
 from hotdog.model.checkpoint import load_state
-from hotdog.model.hardware import cpu_model, isa_summary, pick_device
+from hotdog.model.hardware import (
+    autocast,
+    configure_backends,
+    cpu_model,
+    isa_summary,
+    pick_device,
+    seed_everything,
+    synchronize,
+)
+from hotdog.model.resnet import build_model, param_groups
+from hotdog.training.optim import SGD
 from hotdog.training.train import train
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -52,7 +62,8 @@ def run_project(args, work: Path) -> dict:
     """What the manifest, decode and finetune stages do, on args.data; params from params.yaml."""
     params = read_params()
     train_params = params.train.model_copy(update={"epochs": args.epochs, "batch_size": args.batch_size,
-                                                   "image_size": args.image_size})
+                                                   "image_size": args.image_size,
+                                                   "precision": args.precision or params.train.precision})
     workers = os.cpu_count() or 1
     start = time.perf_counter()
     manifest = scan(args.data, params.data.classes, params.data.test_fraction, 1.0, workers)
@@ -71,7 +82,39 @@ def run_project(args, work: Path) -> dict:
             "wall_by_epoch": [e["examples_per_sec_wall"] for e in result.records]}
 
 
-def table(seed: dict, project: dict) -> str:
+def run_bare(args, precision: str, images: int) -> dict:
+    """The ceiling for this machine: training steps alone, the project's model (channels_last,
+    `precision`) on one batch made up front, with no data loading, augmentation or
+    bookkeeping. `images` is how many to step through after two warm-up steps."""
+    device = pick_device("auto")
+    seed_everything(args.seed)
+    configure_backends(device)
+    model = build_model(None, "default", ("a", "b")).to(device, memory_format=torch.channels_last).train()
+    optimizer = SGD(param_groups(model, 5e-5, 10), weight_decay=1e-3)
+    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (args.batch_size,), device=device)
+    loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
+
+    def step() -> None:
+        optimizer.zero_grad()
+        with autocast(device, precision):
+            logits = model(x)
+        loss_fn(logits.float(), y).backward()
+        optimizer.step()
+
+    for _ in range(2):
+        step()
+    synchronize(device)
+    steps = max(1, -(-images // args.batch_size))
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return {"examples_per_sec": steps * args.batch_size / (time.perf_counter() - start), "precision": precision}
+
+
+def table(seed: dict, project: dict, bare: dict | None = None) -> str:
     """The side-by-side figures and the ratio, as markdown."""
     rows = ["| | wall ex/s | d2l ex/s | test acc |", "|---|---|---|---|"]
     for name, r in (("seed (d2l's code, fp32)", seed),
@@ -81,6 +124,11 @@ def table(seed: dict, project: dict) -> str:
     rows.append(f"| project / seed | {project['examples_per_sec_wall'] / seed['examples_per_sec_wall']:.2f}x | "
                 f"{project['examples_per_sec'] / seed['examples_per_sec']:.2f}x | "
                 f"{100 * (project['test_acc'] - seed['test_acc']):+.1f} points |")
+    if bare is not None:
+        rate = bare["examples_per_sec"]
+        rows.append(f"| bare steps (channels_last, {bare['precision']}, one batch, no data) | | {rate:.1f} | |")
+        rows.append(f"| project / bare steps | {project['examples_per_sec_wall'] / rate:.2f}x | "
+                    f"{project['examples_per_sec'] / rate:.2f}x | |")
     return "\n".join(rows)
 
 
@@ -94,6 +142,10 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--freeze-body", action="store_true",
                         help="the project trains fc only (finetune.freeze_body); the seed's side is unchanged")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+                        help="the project's precision (default: params.yaml's train.precision); the seed's is fp32")
+    parser.add_argument("--bare-images", type=int, default=512,
+                        help="images the bare steps go through (the ceiling the project is compared with)")
     parser.add_argument("--record", action="store_true", help="append the figures to --results")
     parser.add_argument("--results", type=Path, default=RESULTS, help=f"where --record writes (default: {RESULTS.name})")
     return parser.parse_args(argv)
@@ -105,12 +157,14 @@ def main(argv=None) -> None:
         if not path.exists():
             sys.exit(f"error: bench: {path} is missing; run `make run` first, or pass --data/--weights")
     print(f"machine: {machine()}", flush=True)
-    print("1/2 the seed's code ...", flush=True)
+    print("1/3 the seed's code ...", flush=True)
     seed = run_seed(args)
-    print("2/2 the project's finetune stage ...", flush=True)
+    print("2/3 the project's finetune stage ...", flush=True)
     with tempfile.TemporaryDirectory() as work:
         project = run_project(args, Path(work))
-    result = table(seed, project)
+    print("3/3 bare training steps, for the ceiling ...", flush=True)
+    bare = run_bare(args, project["precision"], args.bare_images)
+    result = table(seed, project, bare)
     # The first epoch carries one-off costs (cuDNN's algorithm search, worker start-up);
     # on a fast GPU they weigh on a short run's mean, so each epoch's rate is shown too.
     by_epoch = ", ".join(f"{r:.1f}" for r in project["wall_by_epoch"])

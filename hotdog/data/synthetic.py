@@ -1,7 +1,8 @@
 """Photo-sized synthetic stand-in for the hotdog folder, for machines without the real one.
 
-Writes OUT/{train,test}/{hotdog,not-hotdog}/N.png (about 500x375, like the real set).
-Run: hotdog make-data OUT [--train 500] [--test 200]   (images per class)
+Writes OUT/{train,test}/{hotdog,not-hotdog}/N.png (about 500x375, like the real set), or
+N.jpg with --format jpg, as the real set's files are (benchmarks/e2e.py times decoding them).
+Run: hotdog make-data OUT [--train 500] [--test 200] [--format png|jpg]   (images per class)
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def photo(label: int, rng: np.random.Generator) -> Image.Image:
 
 
 def write_photo(dest: Path, split: int, label: int, index: int) -> None:
-    """One image, seeded by its place in the set: the same files whatever the process count."""
+    """One image, seeded by its place in the set: the same files whatever the process count.
+    The format follows dest's suffix (JPEG at PIL's default quality, 75)."""
     photo(label, np.random.default_rng([split, label, index])).save(dest)
 
 
@@ -39,13 +41,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--train", type=int, default=500)
     parser.add_argument("--test", type=int, default=200)
+    parser.add_argument("--format", choices=("png", "jpg"), default="png")
     args = parser.parse_args(argv)
     jobs = []
     for s, (split, n) in enumerate(zip(SPLITS, (args.train, args.test))):
         for label, name in enumerate(CLASSES):
             folder = args.out / split / name
             folder.mkdir(parents=True, exist_ok=True)
-            jobs += [(folder / f"{i}.png", s, label, i) for i in range(n)]
+            jobs += [(folder / f"{i}.{args.format}", s, label, i) for i in range(n)]
     with ProcessPoolExecutor(os.cpu_count()) as pool:
         list(pool.map(write_photo, *zip(*jobs), chunksize=32))
     print(f"wrote {2 * (args.train + args.test)} images under {args.out}")

@@ -17,9 +17,12 @@ from torch.optim.sgd import sgd
 class SGD:
     """torch.optim.SGD(groups, weight_decay=...) with no momentum: what train() needs of it."""
 
-    def __init__(self, groups: list[dict], weight_decay: float) -> None:
+    def __init__(self, groups: list[dict], weight_decay: float, fused: bool | None = None) -> None:
         self.param_groups = [{"params": list(g["params"]), "lr": g["lr"], "weight_decay": weight_decay}
                              for g in groups]
+        # torch.optim.SGD's `fused`: None lets torch pick, as training does; benchmarks/step.py
+        # measures True against it.
+        self.fused = fused
 
     @torch.no_grad()
     def step(self) -> None:
@@ -30,7 +33,8 @@ class SGD:
             # CUDA, a loop on the CPU) kernels for the same tensors.
             sgd(params, [p.grad for p in params], [None] * len(params), weight_decay=group["weight_decay"],
                 momentum=0.0, lr=group["lr"], dampening=0.0, nesterov=False, maximize=False,
-                has_sparse_grad=False, foreach=None, fused=None, grad_scale=None, found_inf=None)
+                has_sparse_grad=False, foreach=False if self.fused else None, fused=self.fused, grad_scale=None,
+                found_inf=None)
 
     def zero_grad(self) -> None:
         """Drop the gradients, as Optimizer.zero_grad() does by default (set_to_none)."""

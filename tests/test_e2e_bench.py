@@ -1,0 +1,53 @@
+"""benchmarks/e2e.py, the whole chapter timed: what its entry and figure must hold. It runs
+for real, at small sizes, inside the CPU run of benchmarks/gpu.sh (tests/test_bench.py), which
+calls check_e2e_entry; its speed figures come from the benchmark itself, never from a test."""
+
+import json
+from pathlib import Path
+
+from benchmarks.e2e import StageTimes, report
+from hotdog.core.names import STAGES
+
+
+def check_e2e_entry(results: str, timeline: Path, images: int, epochs: int) -> None:
+    """What an e2e run with --record leaves: an entry naming every stage, a timeline PNG the
+    entry links, and raw figures in which each stage's times are its own, in order."""
+    assert "python -m benchmarks.e2e " in results
+    assert f"Data: hotdog.zip ({images} files)" in results  # the synthetic JPEGs, zipped as hotdog.zip is
+    assert "cores" in results and "Code: commit " in results  # the machine and the code are named
+    for stage in STAGES:
+        assert f"\n| {stage} | " in results
+    assert timeline.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"![timeline of the run](timelines/{timeline.name})" in results
+    raw = json.loads(timeline.with_suffix(".json").read_text())
+
+    # Each stage's times come from its own process, one stage after another, inside the wall.
+    stages = [StageTimes(**s) for s in raw["stages"]]
+    assert [s.stage for s in stages] == list(STAGES)
+    previous_end = 0.0
+    for s in stages:
+        assert s.began is not None and previous_end <= s.began <= s.started <= s.finished <= raw["wall"], s
+        assert s.writing is None or s.started <= s.writing <= s.finished, s
+        previous_end = s.finished
+    # The training stages, evaluate and report mark where their writing begins; decode
+    # writes as it works.
+    assert {s.stage for s in stages if s.writing is not None} == {"finetune", "scratch", "evaluate", "report"}
+
+    training = raw["training"]
+    assert training["finetune"]["device"] == "cpu" and training["finetune"]["precision"] == "fp32"
+    assert len(training["finetune"]["wall_by_epoch"]) == epochs
+    # Steady state leaves out the first epoch, which carries the one-off costs.
+    assert training["scratch"]["steady_wall"] == sum(training["scratch"]["wall_by_epoch"][1:]) / (epochs - 1)
+
+
+def test_the_table_adds_up_to_the_wall_time():
+    stages = [StageTimes("a", 0.5, 1.0, None, 2.0), StageTimes("b", 2.5, 2.75, 3.0, 4.0)]
+    rows = report(stages, 5.0, {})
+    assert rows[2] == "| a | 0.50 | 1.00 | 0.00 | 1.50 |"
+    assert rows[3] == "| b | 0.25 | 0.25 | 1.00 | 1.50 |"
+    assert rows[4].endswith("| 2.00 |")  # DVC's share: 5.0 - 1.5 - 1.5
+    assert "**5.00**" in rows[5]
+    # Where the OS gives no process start, the stage's time counts from its first line of work.
+    unknown = StageTimes("c", None, 1.0, None, 3.0)
+    assert unknown.startup is None and unknown.in_process == 2.0
+    assert report([unknown], 3.0, {})[2] == "| c | n/a | 2.00 | 0.00 | 2.00 |"
