@@ -80,7 +80,16 @@ def copy_checkout(source: Path, dest: Path) -> None:
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source / rel, dest / rel)
     else:
-        shutil.copytree(source, dest, ignore=lambda folder, names: [n for n in names if n in NOT_COPIED])
+        copy_without_git(source, dest)
+
+
+def copy_without_git(source: Path, dest: Path) -> None:
+    """source's files but its top-level NOT_COPIED and every __pycache__."""
+    def skipped(folder: str, names: list[str]) -> list[str]:
+        top = Path(folder) == source
+        return [n for n in names if n == "__pycache__" or (top and n in NOT_COPIED)]
+
+    shutil.copytree(source, dest, ignore=skipped, dirs_exist_ok=True)
 
 
 def make_project(dest: Path, overrides: dict) -> Path:

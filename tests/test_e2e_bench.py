@@ -5,7 +5,7 @@ calls check_e2e_entry; its speed figures come from the benchmark itself, never f
 import json
 from pathlib import Path
 
-from benchmarks.e2e import StageTimes, report
+from benchmarks.e2e import StageTimes, copy_without_git, report
 from hotdog.core.names import STAGES
 
 
@@ -51,3 +51,15 @@ def test_the_table_adds_up_to_the_wall_time():
     unknown = StageTimes("c", None, 1.0, None, 3.0)
     assert unknown.startup is None and unknown.in_process == 2.0
     assert report([unknown], 3.0, {})[2] == "| c | n/a | 2.00 | 0.00 | 2.00 |"
+
+
+def test_without_git_the_copy_leaves_out_only_the_top_levels_outputs(tmp_path):
+    # A device machine's copy of the working tree may have no git to list its files.
+    source = tmp_path / "checkout"
+    for rel in ("hotdog/data/layout.py", "stages/decode.py", "data/raw/hotdog.zip", "models/finetune.pt",
+                ".git/HEAD", ".venv/bin/python", "hotdog/__pycache__/x.pyc", "params.yaml"):
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_text(rel)
+    copy_without_git(source, tmp_path / "copy")
+    copied = sorted(p.relative_to(tmp_path / "copy").as_posix() for p in (tmp_path / "copy").rglob("*") if p.is_file())
+    assert copied == ["hotdog/data/layout.py", "params.yaml", "stages/decode.py"]
