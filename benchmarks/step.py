@@ -12,9 +12,11 @@ the step alone, so a candidate's gain shows undiluted. The candidates:
   and replayed; the first steps run eagerly, as capture needs;
 - `autotuner` (CUDA): cuDNN's benchmark mode, which the project leaves off;
 - `nondeterministic`: deterministic algorithms off, which the project asks for.
-Then two figures that are no step: inference at the training batch and at 2x and 4x it
-(an eval batch larger than the training one), and the one-off cost of a second batch shape
-(the short last batch of an epoch) after warming up on the full one.
+Then figures that are no step: inference at the training batch and at 2x and 4x it (an
+eval batch larger than the training one); the one-off cost of a second batch shape (the
+short last batch of an epoch) after warming up on the full one; and, on CUDA, what starting
+CUDA costs a fresh process, alone and beside reading inputs as the training stages and
+evaluate now do (hotdog.model.hardware.device_starting), each in new processes.
 
 Run from the repo root: python -m benchmarks.step [--steps 40] [--record]
 """
@@ -25,15 +27,27 @@ import argparse
 import contextlib
 import datetime
 import shlex
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
 from benchmarks.bench import RESULTS, machine
+from hotdog.core.files import file_digest
 from hotdog.data.transforms import normalize
-from hotdog.model.hardware import autocast, pick_device, pick_precision, seed_everything, synchronize
+from hotdog.model.hardware import (
+    autocast,
+    device_starting,
+    pick_device,
+    pick_precision,
+    seed_everything,
+    synchronize,
+)
 from hotdog.model.resnet import build_model, param_groups
 from hotdog.training.optim import SGD
 
@@ -68,13 +82,17 @@ def fresh(device: torch.device, fused: bool | None = None) -> tuple[torch.nn.Mod
     return model, SGD(param_groups(model, 5e-5, 10), weight_decay=1e-3, fused=fused)
 
 
+def prepared(images: torch.Tensor) -> torch.Tensor:
+    """A batch as the step takes it: normalised on the device, channels_last."""
+    return normalize(images).contiguous(memory_format=torch.channels_last)
+
+
 def make_step(model: torch.nn.Module, optimizer: SGD, device: torch.device, precision: str
               ) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """train_one_epoch's step: normalise on the device, channels_last, the summed loss, SGD."""
+    """train_one_epoch's step on a prepared batch: the summed loss, SGD."""
     loss_fn = torch.nn.CrossEntropyLoss(reduction="none")
 
-    def step(images: torch.Tensor, labels: torch.Tensor) -> None:
-        x = normalize(images).contiguous(memory_format=torch.channels_last)
+    def step(x: torch.Tensor, labels: torch.Tensor) -> None:
         optimizer.zero_grad()
         with autocast(device, precision):
             logits = model(x)
@@ -86,9 +104,10 @@ def make_step(model: torch.nn.Module, optimizer: SGD, device: torch.device, prec
 
 def graphed(step: Callable, data: list, device: torch.device) -> tuple[Callable[[int], None], Callable[[], None]]:
     """The step as a CUDA graph: WARM_UP eager steps on a side stream (capture needs them),
-    then one capture. Returns (run step i, which copies batch i into the captured inputs and
-    replays; its warm-up: the eager steps and the capture)."""
-    images, labels = data[0][0].clone(), data[0][1].clone()
+    then one capture. Returns (run step i, which prepares batch i into the captured input
+    and replays; its warm-up: the eager steps and the capture). The preparing stays out of
+    the graph: normalize() copies its constants from the host, which capture forbids."""
+    x, labels = prepared(data[0][0]), data[0][1].clone()
     graph = torch.cuda.CUDAGraph()
 
     def warm_up() -> None:
@@ -96,14 +115,16 @@ def graphed(step: Callable, data: list, device: torch.device) -> tuple[Callable[
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for i in range(WARM_UP):
-                step(*data[i % len(data)])
+                images, target = data[i % len(data)]
+                step(prepared(images), target)
         torch.cuda.current_stream(device).wait_stream(side)
         with torch.cuda.graph(graph):
-            step(images, labels)
+            step(x, labels)
 
     def run(i: int) -> None:
-        images.copy_(data[i % len(data)][0])
-        labels.copy_(data[i % len(data)][1])
+        images, target = data[i % len(data)]
+        x.copy_(prepared(images))
+        labels.copy_(target)
         graph.replay()
 
     return run, warm_up
@@ -129,7 +150,8 @@ def candidate(name: str, device: torch.device, precision: str, data: list, steps
             run, warm_up = graphed(step, data, device)
         else:
             def run(i: int) -> None:
-                step(*data[i % len(data)])
+                images, labels = data[i % len(data)]
+                step(prepared(images), labels)
 
             def warm_up() -> None:
                 for i in range(WARM_UP):
@@ -173,16 +195,59 @@ def second_shape(device: torch.device, precision: str, data: list, last: int) ->
     model, optimizer = fresh(device)
     step = make_step(model, optimizer, device, precision)
     for i in range(WARM_UP):
-        step(*data[i % len(data)])
+        images, labels = data[i % len(data)]
+        step(prepared(images), labels)
     times = []
     for i in range(2):
         images, labels = data[i % len(data)]
         synchronize(device)
         start = time.perf_counter()
-        step(images[:last], labels[:last])
+        step(prepared(images[:last]), labels[:last])
         synchronize(device)
         times.append(time.perf_counter() - start)
     return times[0], times[1]
+
+
+def read_inputs(folder: Path) -> None:
+    """What a training stage reads before it trains: a state dict, and a digest of its input
+    bytes (the resume key: about a second for the real decoded train split)."""
+    torch.load(folder / "state.pt", weights_only=True)
+    file_digest(folder / "inputs.bin")
+
+
+def probe_device_start(mode: str, folder: Path, device: torch.device) -> float:
+    """In this fresh process: seconds to read the inputs and have `device` started, one after
+    the other (`serial`) or at once (`overlapped`, as the stages do). On the CPU there is
+    nothing to start: that run only shows the probe works."""
+    started = time.perf_counter()
+    if mode == "overlapped":
+        with device_starting(lambda: device):
+            read_inputs(folder)
+    else:
+        read_inputs(folder)
+        torch.zeros(1, device=device)
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def device_start_figures(device: torch.device, repeats: int) -> str:
+    """Median seconds of each way, each run in a new process, the two ways taking turns."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        model, _ = fresh(torch.device("cpu"))
+        torch.save(model.state_dict(), folder / "state.pt")
+        (folder / "inputs.bin").write_bytes(torch.randint(0, 256, (256 << 20,), dtype=torch.uint8).numpy().tobytes())
+        times: dict[str, list[float]] = {"serial": [], "overlapped": []}
+        for _ in range(repeats):
+            for mode in times:
+                done = subprocess.run([sys.executable, "-m", "benchmarks.step", "--probe-device-start", mode, tmp,
+                                       str(device)], capture_output=True, text=True, check=True)
+                times[mode].append(float(done.stdout.strip().splitlines()[-1]))
+    serial, overlapped = (statistics.median(times[m]) for m in ("serial", "overlapped"))
+    alone = ", ".join(f"{t:.2f}" for t in times["serial"])
+    return (f"Reading a stage's inputs (a ResNet-18 state dict and a 256 MiB digest) and starting {device.type}, in new "
+            f"processes, median of {repeats}: {serial:.2f} s one after the other ({alone}), {overlapped:.2f} s at "
+            f"once ({', '.join(f'{t:.2f}' for t in times['overlapped'])}).")
 
 
 def measure(args) -> list[str]:
@@ -195,16 +260,22 @@ def measure(args) -> list[str]:
     precision = pick_precision(args.precision, device)
     data = batches(4, args.batch_size, args.image_size, device)
     names = ["project", "fused", "nondeterministic"] + (["graph", "autotuner"] if device.type == "cuda" else [])
-    results = []
+    results, failed = [], []
     for name in names:
         print(f"step: {name} ...", flush=True)
-        results.append(candidate(name, device, precision, data, args.steps))
+        try:
+            results.append(candidate(name, device, precision, data, args.steps))
+        except Exception as err:  # noqa: BLE001  a candidate that cannot run is a finding, not the end of the run
+            if name == "project":
+                raise
+            failed.append(f"| {name} | failed | | {type(err).__name__}: {str(err).splitlines()[0][:200]} |")
     base = results[0]
     lines = [f"Machine: {machine()}. {device.type}, {precision}, batch {args.batch_size}, {args.image_size} px, "
              f"{args.steps} steps ({WARM_UP} of them warm-up, untimed) on 4 fixed batches.", "",
              "| step | img/s | vs the project's | weights after the steps, vs the project's |", "|---|---|---|---|"]
     lines += [f"| {r['name']} | {r['rate']:,.1f} | {r['rate'] / base['rate']:.2f}x | "
               f"{'(itself)' if r is base else difference(base['state'], r['state'])} |" for r in results]
+    lines += failed
     if device.type != "cuda":
         lines.append("| graph, autotuner | | | CUDA only: not run here |")
     # The repeat of the project's own step: a candidate can only be as identical as that is.
@@ -219,6 +290,9 @@ def measure(args) -> list[str]:
                  f"its second {second * 1000:.1f} ms.")
     if device.type == "cuda":
         lines.append(f"CUDA's start in this process (its context and a first allocation): {cuda_start:.2f} s.")
+    repeats = args.start_repeats if args.start_repeats is not None else 3 if device.type == "cuda" else 0
+    if repeats:
+        lines.append(device_start_figures(device, repeats))
     return lines
 
 
@@ -233,7 +307,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--record", action="store_true", help="append the figures to --results")
     parser.add_argument("--results", default=RESULTS)
+    parser.add_argument("--start-repeats", type=int,
+                        help="new processes per way of starting the device beside reading (default: 3 on CUDA, "
+                             "none on the CPU, where there is nothing to start)")
+    parser.add_argument("--probe-device-start", nargs=3, metavar=("MODE", "FOLDER", "DEVICE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.probe_device_start:  # one run for device_start_figures, in a process of its own
+        mode, folder, device = args.probe_device_start
+        print(f"{probe_device_start(mode, Path(folder), torch.device(device)):.4f}")
+        return
     if args.steps <= WARM_UP:
         sys.exit(f"error: step: --steps must be more than the {WARM_UP} warm-up steps")
     lines = measure(args)

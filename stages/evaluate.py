@@ -29,10 +29,12 @@ def main() -> None:
     # torch and all that uses it are imported here, once the stage has said it started.
     from hotdog.data.transforms import read_eval_views
     from hotdog.evaluation.evaluate import evaluate, write_confusion
+    from hotdog.model.hardware import device_starting, pick_device
     from hotdog.model.inference import load_trained
 
     p = load_params(*PARAMS)
-    models = {run: load_trained(p.paths.checkpoint(run), f"run `dvc repro {run}`") for run in RUNS}
+    with device_starting(lambda: pick_device(p.train.device)):  # CUDA starts while the checkpoints load
+        models = {run: load_trained(p.paths.checkpoint(run), f"run `dvc repro {run}`") for run in RUNS}
     # The views are passed without a name here: evaluate() moves them to the device, and on
     # a GPU no host copy should outlive that.
     metrics, predictions = evaluate(models, *read_eval_views(p.paths.decoded_file("test"), p.train.image_size),

@@ -49,7 +49,8 @@ def test_the_gpu_script_runs_through_on_the_cpu(tmp_path):
            "GPU_BENCH_WORK": str(tmp_path / "work"), "GPU_BENCH_RESULTS": str(tmp_path / "RESULTS.md"),
            "GPU_CHECK_ARGS": "12 32 4", "GPU_BENCH_TRAIN": "3", "GPU_BENCH_TEST": "2", "GPU_BENCH_EPOCHS": "1",
            "GPU_BENCH_ARGS": "--image-size 32 --batch-size 4 --bare-images 8",
-           "GPU_STEP_ARGS": "--batch-size 4 --image-size 32 --steps 5 --repeats 2 --device cpu --precision fp32",
+           "GPU_STEP_ARGS": "--batch-size 4 --image-size 32 --steps 5 --repeats 2 --device cpu --precision fp32 "
+                            "--start-repeats 1",
            "GPU_E2E_ARGS": "--train 6 --test 4 --epochs 2 --batch-size 8 --image-size 32 --device cpu "
                            "--precision fp32 --set runtime.num_workers=1"}
     done = subprocess.run(["bash", "benchmarks/gpu.sh"], cwd=REPO, env=env, capture_output=True, text=True)
@@ -63,6 +64,7 @@ def test_the_gpu_script_runs_through_on_the_cpu(tmp_path):
     # The step candidates: the CPU runs those it can and says which it cannot.
     assert "| fused |" in recorded and "| graph, autotuner | | | CUDA only: not run here |" in recorded
     assert "The project's step run again: bit-identical" in recorded
+    assert "and starting cpu, in new processes, median of 1: " in recorded  # the probe CUDA's start gets
     # The whole chapter, timed: a cold `dvc repro` of every stage, with its timeline.
     timelines = list((tmp_path / "timelines").glob("e2e-*.png"))
     assert len(timelines) == 1

@@ -2,6 +2,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from hotdog.model.hardware import (
     configure_backends,
     cpu_flags,
     cpu_has_bf16,
+    device_starting,
     pick_device,
     pick_precision,
     seed_everything,
@@ -142,3 +145,25 @@ def test_seeding_asks_for_deterministic_kernels_as_the_public_call_does():
         assert torch.initial_seed() == 3
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def test_the_device_starts_in_a_thread_beside_the_body_and_is_waited_for():
+    # The training stages and evaluate start CUDA this way while they read their inputs.
+    seen = []
+
+    def which() -> torch.device:
+        time.sleep(0.2)  # longer than the body: the end of the block must wait for it
+        seen.append(threading.current_thread().name)
+        return torch.device("cpu")
+
+    with device_starting(which):
+        assert seen == []  # the body runs meanwhile
+    assert seen == ["device-start"]
+    assert "device-start" not in [t.name for t in threading.enumerate()]
+
+    def broken() -> torch.device:
+        raise StageError("train.device is 'cuda' but torch sees no CUDA device")
+
+    with device_starting(broken):  # the stage meets this error where it first uses the device
+        body_ran = True
+    assert body_ran

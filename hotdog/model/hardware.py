@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 
@@ -55,6 +57,29 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise StageError("train.device is 'cuda' but torch sees no CUDA device; set it to auto or cpu in params.yaml")
     return torch.device(name)
+
+
+@contextlib.contextmanager
+def device_starting(which: Callable[[], torch.device]) -> Iterator[None]:
+    """Start the device `which()` names in a thread while the body runs, and wait for it at
+    the end: on CUDA, the driver and a context, which a stage would otherwise start only
+    after it has read its inputs (benchmarks/step.py times both ways). On the CPU there is
+    nothing to start. The device and the results are the same either way."""
+
+    def start() -> None:
+        try:
+            device = which()
+            if device.type == "cuda":
+                torch.zeros(1, device=device)  # the context and the caching allocator
+        except Exception:  # noqa: BLE001  the first use of the device meets it again and says what is wrong
+            pass
+
+    thread = threading.Thread(target=start, name="device-start", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
 
 
 def pick_precision(name: str, device: torch.device, cpuinfo: Path = CPUINFO) -> str:

@@ -14,7 +14,7 @@ from hotdog.core.params import load_params
 from hotdog.data.augment import read_train_images
 from hotdog.data.transforms import read_eval_views
 from hotdog.model.checkpoint import load_state, save_checkpoint
-from hotdog.model.hardware import pick_device
+from hotdog.model.hardware import device_starting, pick_device
 from hotdog.training import distributed
 from hotdog.training.resume import ResumeStore, Snapshot, code_files, state_key
 from hotdog.training.train import train, trained_with
@@ -39,11 +39,12 @@ def train_and_write(run: str, p: StageParams, shard: distributed.Shard) -> None:
     run_params = getattr(p, run)
     inputs = [p.paths.decoded_file("train"), p.paths.decoded_file("test")]
     pretrained = None
-    if run_params.pretrained:
-        pretrained = load_state(p.paths.weights, f"weights file {p.paths.weights}", "run `dvc repro weights`")
-        inputs.append(p.paths.weights)
-    images = read_train_images(p.paths.decoded_file("train"), p.train.image_size, p.seed)
-    store, start = resumable(run, p, shard, inputs)
+    with device_starting(lambda: distributed.rank_device(pick_device(p.train.device), shard)):
+        if run_params.pretrained:
+            pretrained = load_state(p.paths.weights, f"weights file {p.paths.weights}", "run `dvc repro weights`")
+            inputs.append(p.paths.weights)
+        images = read_train_images(p.paths.decoded_file("train"), p.train.image_size, p.seed)
+        store, start = resumable(run, p, shard, inputs)
 
     def on_epoch(snapshot: Snapshot) -> None:
         # The epochs so far are written after each one, so `dvc plots show` follows a long run.
