@@ -43,7 +43,8 @@ def main() -> None:
             summary[run] = export_checked(run, trained, views.views, classes, p.train.image_size, data_sha1,
                                           onnx, torchscript)
             print(f"{run}: ONNX and TorchScript match the checkpoint to {summary[run]['onnx']['max_abs_diff']:.1e} "
-                  f"and {summary[run]['torchscript']['max_abs_diff']:.1e} on {len(views.views)} test images",
+                  f"and {summary[run]['torchscript']['max_abs_diff']:.1e} on {summary[run]['onnx']['images']} of the "
+                  f"{len(views.views)} test images",
                   flush=True)
         write_json(p.paths.export_summary, summary)
 

@@ -57,10 +57,21 @@ def test_a_gap_past_the_tolerance_is_one_line():
     found = export.gap(np.array([[0.55, 0.45]]), np.array([[0.45, 0.55]]))
     assert found == {"max_abs_diff": pytest.approx(0.1), "argmax_changes": 1, "images": 1}
     with pytest.raises(StageError, match=r"^the ONNX export of scratch differs from its checkpoint by up to 1.00e-01 "
-                                         r"in a probability \(more than 0.0001\) on the test views; nothing was "
+                                         r"in a probability \(more than 0.0001\) on 1 test views; nothing was "
                                          r"written"):
         export.check_parity("scratch", "ONNX", found)
     export.check_parity("scratch", "ONNX", export.gap(np.array([[0.5, 0.5]]), np.array([[0.50005, 0.49995]])))
+
+
+def test_exports_are_checked_on_an_even_spread_of_at_most_parity_views():
+    few = views(5)
+    assert export.parity_views(few) is few  # all of them when there are few
+    many = torch.arange(300, dtype=torch.uint8).repeat_interleave(3 * SIZE * SIZE).view(300, 3, SIZE, SIZE)
+    picked = export.parity_views(many)
+    ids = picked[:, 0, 0, 0].tolist()  # each view's own number (mod 256)
+    assert len(ids) == export.PARITY_VIEWS == 128 and ids[0] == 0 and ids[-1] == 299 % 256
+    positions = torch.linspace(0, 299, 128).round().long().tolist()
+    assert ids == [p % 256 for p in positions] and len(set(positions)) == 128  # evenly spread, none twice
 
 
 def test_a_model_of_other_classes_is_refused(tmp_path):
