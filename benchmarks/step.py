@@ -230,13 +230,13 @@ def probe_device_start(mode: str, folder: Path, device: torch.device) -> float:
     return time.perf_counter() - started
 
 
-def device_start_figures(device: torch.device, repeats: int) -> str:
+def device_start_figures(device: torch.device, repeats: int, mib: int) -> str:
     """Median seconds of each way, each run in a new process, the two ways taking turns."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model, _ = fresh(torch.device("cpu"))
         torch.save(model.state_dict(), folder / "state.pt")
-        (folder / "inputs.bin").write_bytes(torch.randint(0, 256, (256 << 20,), dtype=torch.uint8).numpy().tobytes())
+        (folder / "inputs.bin").write_bytes(torch.randint(0, 256, (mib << 20,), dtype=torch.uint8).numpy().tobytes())
         times: dict[str, list[float]] = {"serial": [], "overlapped": []}
         for _ in range(repeats):
             for mode in times:
@@ -245,7 +245,7 @@ def device_start_figures(device: torch.device, repeats: int) -> str:
                 times[mode].append(float(done.stdout.strip().splitlines()[-1]))
     serial, overlapped = (statistics.median(times[m]) for m in ("serial", "overlapped"))
     alone = ", ".join(f"{t:.2f}" for t in times["serial"])
-    return (f"Reading a stage's inputs (a ResNet-18 state dict and a 256 MiB digest) and starting {device.type}, in new "
+    return (f"Reading a stage's inputs (a ResNet-18 state dict and a {mib} MiB digest) and starting {device.type}, in new "
             f"processes, median of {repeats}: {serial:.2f} s one after the other ({alone}), {overlapped:.2f} s at "
             f"once ({', '.join(f'{t:.2f}' for t in times['overlapped'])}).")
 
@@ -292,7 +292,7 @@ def measure(args) -> list[str]:
         lines.append(f"CUDA's start in this process (its context and a first allocation): {cuda_start:.2f} s.")
     repeats = args.start_repeats if args.start_repeats is not None else 3 if device.type == "cuda" else 0
     if repeats:
-        lines.append(device_start_figures(device, repeats))
+        lines.append(device_start_figures(device, repeats, args.start_mib))
     return lines
 
 
@@ -310,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--start-repeats", type=int,
                         help="new processes per way of starting the device beside reading (default: 3 on CUDA, "
                              "none on the CPU, where there is nothing to start)")
+    parser.add_argument("--start-mib", type=int, default=256,
+                        help="the input bytes those processes digest (the real decoded train split: about 500 MiB)")
     parser.add_argument("--probe-device-start", nargs=3, metavar=("MODE", "FOLDER", "DEVICE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe_device_start:  # one run for device_start_figures, in a process of its own

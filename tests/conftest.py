@@ -95,9 +95,14 @@ def decoded_project(tiny_project):
 
 # ---------------------------------------------------------------- whole-project tests
 
+# OMP_NUM_THREADS=1: the processes a test starts (dvc, its stages, servers) train and score
+# on one thread. Two pytest workers share the two cores already, and a stage's two OpenMP
+# threads beside the other worker's spin and wait on each other: a full run once saw a
+# Ctrl-C'd stage take over 10 s to stop. The pytest workers keep torch's default, so the
+# tests that train in-process still fork DataLoader workers from a multithreaded torch.
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-       "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+       "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com", "OMP_NUM_THREADS": "1"}
 
 
 def sh(cwd: Path, *args: str) -> str:

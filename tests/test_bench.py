@@ -1,11 +1,10 @@
 """The benchmark's two sides run, on tiny data; its speed figures come from `make bench`."""
 
-import os
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import ENV, REPO
 from limits import E2E
 from synthetic import dataset_files, write_tree, write_weights
 from test_e2e_bench import check_e2e_entry
@@ -45,12 +44,12 @@ def test_bench_names_missing_inputs(tmp_path):
 def test_the_gpu_script_runs_through_on_the_cpu(tmp_path):
     # The script the device machine runs (benchmarks/gpu.sh), shrunk by its knobs: its
     # CUDA checks fall back to CPU-vs-CPU here, so this proves the plumbing, not the speed.
-    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
+    env = {**ENV, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
            "GPU_BENCH_WORK": str(tmp_path / "work"), "GPU_BENCH_RESULTS": str(tmp_path / "RESULTS.md"),
            "GPU_CHECK_ARGS": "12 32 4", "GPU_BENCH_TRAIN": "3", "GPU_BENCH_TEST": "2", "GPU_BENCH_EPOCHS": "1",
            "GPU_BENCH_ARGS": "--image-size 32 --batch-size 4 --bare-images 8",
            "GPU_STEP_ARGS": "--batch-size 4 --image-size 32 --steps 5 --repeats 2 --device cpu --precision fp32 "
-                            "--start-repeats 1",
+                            "--start-repeats 1 --start-mib 8",
            "GPU_E2E_ARGS": "--train 6 --test 4 --epochs 2 --batch-size 8 --image-size 32 --device cpu "
                            "--precision fp32 --set runtime.num_workers=1"}
     done = subprocess.run(["bash", "benchmarks/gpu.sh"], cwd=REPO, env=env, capture_output=True, text=True)

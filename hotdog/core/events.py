@@ -98,7 +98,6 @@ def emit(event: _Event) -> None:
         print(encode(event), file=sys.stdout, flush=True)
 
 
-
 # The times a Timing event reports, kept as the stage runs (one stage per process).
 _times: dict[str, float] = {}
 
