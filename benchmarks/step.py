@@ -87,14 +87,18 @@ def prepared(images: torch.Tensor) -> torch.Tensor:
     return normalize(images).contiguous(memory_format=torch.channels_last)
 
 
-def make_step(model: torch.nn.Module, optimizer: SGD, device: torch.device, precision: str
-              ) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """train_one_epoch's step on a prepared batch: the summed loss, SGD."""
+def make_step(model: torch.nn.Module, optimizer: SGD, device: torch.device, precision: str,
+              graph: bool = False) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """train_one_epoch's step on a prepared batch: the summed loss, SGD. For a CUDA graph,
+    bf16 autocast runs without its cache of cast weights, as torch's CUDA-graph notes require
+    (the same casts, made in the graph each time)."""
     loss_fn = torch.nn.CrossEntropyLoss(reduction="none")
+    casting = (lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)) \
+        if graph and precision == "bf16" else (lambda: autocast(device, precision))
 
     def step(x: torch.Tensor, labels: torch.Tensor) -> None:
         optimizer.zero_grad()
-        with autocast(device, precision):
+        with casting():
             logits = model(x)
         loss_fn(logits.float(), labels).sum().backward()
         optimizer.step()
@@ -144,7 +148,7 @@ def time_steps(run: Callable[[int], None], warm_up: Callable[[], None], steps: i
 def candidate(name: str, device: torch.device, precision: str, data: list, steps: int) -> dict:
     """One candidate's rate and its weights after `steps` steps."""
     model, optimizer = fresh(device, fused=True if name == "fused" else None)
-    step = make_step(model, optimizer, device, precision)
+    step = make_step(model, optimizer, device, precision, graph=name == "graph")
     with switches(autotuner=name == "autotuner", deterministic=name != "nondeterministic"):
         if name == "graph":
             run, warm_up = graphed(step, data, device)

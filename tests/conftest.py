@@ -106,7 +106,8 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 # OMP_NUM_THREADS=1: the processes a test starts (dvc, its stages, servers) train and score
 # on one thread. Two pytest workers share the two cores already; with two OpenMP threads in
 # each stage beside the other worker's, they spin and wait on each other. make test's main
-# run took 521 s with this against 776 s without, on the same Xeon (2026-12-07). The pytest
+# run took 521 s with this against 776 s without, on the same Xeon (2026-12-07; the second
+# run also had a lighter gpu.sh smoke test, which accounts for a little of it). The pytest
 # workers keep torch's default, so the tests that train in-process still fork DataLoader
 # workers from a multithreaded torch.
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
