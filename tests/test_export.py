@@ -53,6 +53,20 @@ def test_both_exports_answer_as_the_checkpoint_and_say_what_they_are(tmp_path):
     assert json.loads(extra["hotdog.json"]) == meta
 
 
+def test_the_torchscript_file_holds_no_device_of_its_own(tmp_path):
+    # Traced, a constant made in forward is frozen to the device of the trace: the file then
+    # fails on a GPU. The normalisation is in buffers instead, which `.to(device)` moves.
+    model = trained()
+    export.to_torchscript(model.module, SIZE, {}, tmp_path / "m.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's deprecation note
+        module = torch.jit.load(str(tmp_path / "m.pt"))
+    assert not [line for line in str(module.inlined_graph).splitlines() if 'Constant[value="cpu"]' in line]
+    assert {"mean", "std"} <= set(module.state_dict())
+    with torch.inference_mode():
+        assert torch.equal(module(views()), torch.from_numpy(export.torch_probabilities(model.module, views())))
+
+
 def test_a_gap_past_the_tolerance_is_one_line():
     found = export.gap(np.array([[0.55, 0.45]]), np.array([[0.45, 0.55]]))
     assert found == {"max_abs_diff": pytest.approx(0.1), "argmax_changes": 1, "images": 1}

@@ -21,11 +21,20 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def normalize(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 NCHW (on any device) -> float, ImageNet-normalised: ToTensor + Normalize, batched."""
-    mean = torch.tensor(IMAGENET_MEAN, device=batch.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=batch.device).view(1, 3, 1, 1)
+def normalize(batch: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None
+              ) -> torch.Tensor:
+    """uint8 NCHW (on any device) -> float, ImageNet-normalised: ToTensor + Normalize, batched.
+    `mean` and `std` are imagenet_stats() where a caller holds them (an exported model, whose
+    trace would otherwise freeze the constants made here to the device it was traced on)."""
+    if mean is None or std is None:
+        mean, std = imagenet_stats(batch.device)
     return (batch.float().div(255) - mean) / std
+
+
+def imagenet_stats(device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet's mean and std as (1, 3, 1, 1) float tensors on `device`."""
+    return (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
 
 
 def eval_view(image: torch.Tensor, size: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ from torch import nn
 
 from hotdog.core.errors import StageError
 from hotdog.data.sizes import eval_resize
-from hotdog.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+from hotdog.data.transforms import IMAGENET_MEAN, IMAGENET_STD, imagenet_stats, normalize
 from hotdog.model.inference import Trained
 
 OPSET = 18  # torch's exporter's default; onnxruntime runs it
@@ -36,14 +36,19 @@ META_PREFIX = "hotdog."
 
 
 class Deployable(nn.Module):
-    """The model as deployed: uint8 test views in, class probabilities out."""
+    """The model as deployed: uint8 test views in, class probabilities out. The normalisation
+    constants are buffers, so the TorchScript file follows `.to(device)` like any module
+    (made inside forward, a trace would freeze them to the CPU it ran on)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        mean, std = imagenet_stats()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
-        return self.model(normalize(views)).softmax(1)
+        return self.model(normalize(views, self.mean, self.std)).softmax(1)
 
 
 def metadata(run: str, classes: Sequence[str], image_size: int, params: dict, data_sha1: str) -> dict[str, str]:

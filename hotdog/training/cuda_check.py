@@ -5,6 +5,8 @@
    ties only.
 2. A short training run through ResidentBatches and StepClock: the step time that CUDA
    events report is positive and below the wall time.
+3. The exported TorchScript file (hotdog.model.export), loaded and moved to the device,
+   answers as it does on the CPU (within 1e-3: TF32 convolutions on CUDA round differently).
 
 Prints what it measured and exits with status 1 when a check fails. Without CUDA both sides
 run on the CPU, so CI runs it too (tests/test_bench.py) and it cannot rot unnoticed. From a checkout without
@@ -94,6 +96,31 @@ def check_training(device: torch.device, images: list[np.ndarray], size: int, ba
     return ok
 
 
+def check_torchscript(device: torch.device, size: int) -> bool:
+    """The TorchScript export on `device` against the same file on the CPU."""
+    import tempfile
+    import warnings
+    from pathlib import Path
+
+    from hotdog.model.export import to_torchscript
+
+    torch.manual_seed(0)
+    model = build_model(None, "default", CLASSES).eval()
+    views = torch.randint(0, 256, (8, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's deprecation note
+        to_torchscript(model, size, {}, Path(tmp) / "m.pt")
+        module = torch.jit.load(str(Path(tmp) / "m.pt"), map_location="cpu")
+        with torch.inference_mode():
+            on_cpu = module(views)
+            on_device = module.to(device)(views.to(device)).cpu()
+    worst = (on_cpu - on_device).abs().max().item()
+    ok = worst <= 1e-3
+    print(f"TorchScript export on {device.type} vs cpu: max difference {worst:.1e} in a probability "
+          f"{'(ok)' if ok else '(FAILED: more than 1e-3)'}", flush=True)
+    return ok
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="hotdog cuda-check", description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="*", type=int, metavar="IMAGES SIZE BATCH",
@@ -108,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     images = photos(n)
     ok = check_crops(device, images, size, batch)
     ok = check_training(device, images, size, batch) and ok
+    ok = check_torchscript(device, size) and ok
     sys.exit(0 if ok else 1)
 
 
