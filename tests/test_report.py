@@ -248,12 +248,13 @@ def test_main_without_mistakes_says_so(tmp_path, monkeypatch):
     assert (root / "reports" / report.fig_misclassified("finetune")).exists()
 
 
-def test_figures_are_byte_identical_for_the_same_inputs(tmp_path, monkeypatch):
+def test_figures_are_byte_identical_for_the_same_inputs_drawn_alone_or_side_by_side(tmp_path, monkeypatch):
     root = make_pipeline(tmp_path, _mistakes(THREE), THREE, per_class=2, sha1=OTHER_SHA1)
     monkeypatch.chdir(root)
     inputs = report.read_inputs(load_params().paths)
-    for folder in ("a", "b"):
-        report.write_figures(root / folder, load_params().paths.images, inputs)
+    # "a" drawn one figure after another in this process, "b" side by side in worker processes
+    for folder, workers in (("a", 1), ("b", 3)):
+        report.write_figures(root / folder, load_params().paths.images, inputs, workers)
     names = sorted(p.name for p in (root / "a").iterdir())
     assert names == sorted(Path(f).name for f in ALL_FIGURES)
     assert [(root / "a" / n).read_bytes() == (root / "b" / n).read_bytes() for n in names] == [True] * len(names)
