@@ -26,12 +26,12 @@ from hotdog.model.inference import Trained
 
 OPSET = 18  # torch's exporter's default; onnxruntime runs it
 TOLERANCE = 1e-4  # the largest gap in any probability between the checkpoint and an export
-# The most test views each export is checked on. Three CPU passes over a whole test split
-# (torch, onnxruntime, TorchScript) for each model made export the slowest stage after
-# training: 800 views at 224 px would be about 100 s on a 2-core Xeon. A conversion that
-# goes wrong (an op, a layout, a constant) shows on any image, so an even spread of 128
-# finds it as the whole split would.
-PARITY_VIEWS = 128
+# The most test views each export is checked on. Three fp32 CPU passes (torch, onnxruntime,
+# TorchScript) for each model are most of the stage: on a 2-core Xeon at 224 px, 800 views
+# would take about 100 s, and 128 took 15 s of the stage's 19 s. Every view goes through
+# every op of the graph, so a conversion that goes wrong (an op, a layout, a constant) shows
+# on any of them; 32 spread over the split, in one batch, find it as the whole split would.
+PARITY_VIEWS = 32
 META_PREFIX = "hotdog."
 
 
