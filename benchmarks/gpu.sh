@@ -20,7 +20,7 @@
 # GPU_BENCH_WORK (scratch folder), GPU_BENCH_RESULTS, and GPU_BENCH_ARGS, GPU_E2E_ARGS and
 # GPU_STEP_ARGS (more arguments for steps 3, 4 and 5).
 # The device image has torch, torchvision, pyarrow, pillow, tqdm, matplotlib, onnx and
-# onnxruntime, but not dvc, pydantic, ruamel.yaml or the demo page's fastapi and uvicorn.
+# onnxruntime, but not dvc, pydantic, ruamel.yaml (and its C loader) or the demo page's fastapi and uvicorn.
 # `wheels` resolves those with their dependencies for the image's Python 3.12 (about 30 MB).
 # hydra-core's antlr4 runtime comes only as source: it is pure Python, so it is built here.
 set -euo pipefail
@@ -32,7 +32,8 @@ if [ "${1:-}" = wheels ]; then
   exec python3 -m pip download -q --only-binary=:all: --find-links .whl --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
-    -d .whl dvc==3.67.1 pydantic==2.14.4 ruamel.yaml==0.19.1 fastapi==0.150.0 uvicorn==0.54.0
+    -d .whl dvc==3.67.1 pydantic==2.14.4 ruamel.yaml==0.19.1 ruamel.yaml.clib==0.2.15 fastapi==0.150.0 \
+    uvicorn==0.54.0
 fi
 
 PYTHON=${PYTHON:-python3}
