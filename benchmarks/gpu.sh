@@ -3,7 +3,9 @@
 #
 #   bash benchmarks/gpu.sh wheels   here, once: the wheels the device image lacks, into .whl/
 #   bash benchmarks/gpu.sh          there, from the repo root (carry .whl):
-#     1. python -m hotdog.training.cuda_check: the CUDA paths against their CPU counterparts;
+#     1. python -m hotdog.training.cuda_check: the CUDA paths against their CPU counterparts,
+#        and no host wait in a training step (a failed check ends the script with status 1,
+#        but only after the measurements: a GPU session is short);
 #     2. python -m hotdog.data.synthetic: 2,800 photo-sized synthetic PNGs (the real set's shape);
 #     3. python -m benchmarks.bench --record: the seed's code, then the finetune stage,
 #        3 epochs at 224 px, batch 128, then bare steps, appended to benchmarks/RESULTS.md;
@@ -53,7 +55,8 @@ if command -v nvidia-smi >/dev/null; then
 fi
 
 # shellcheck disable=SC2086  # GPU_CHECK_ARGS is a list of numbers: images, size, batch
-"$PYTHON" -m hotdog.training.cuda_check ${GPU_CHECK_ARGS:-} 2>&1 | tee "$out/cuda_check.log"
+checked=0
+"$PYTHON" -m hotdog.training.cuda_check ${GPU_CHECK_ARGS:-} 2>&1 | tee "$out/cuda_check.log" || checked=$?
 
 data="$work/benchdata"
 rm -rf "$data"
@@ -81,3 +84,7 @@ cp "$results" "$out/RESULTS.md"  # and again at the end; $OUT holds 8 files at m
 # shellcheck disable=SC2086  # GPU_STEP_ARGS is a list of options
 "$PYTHON" -m benchmarks.step --record --results "$results" ${GPU_STEP_ARGS:-} 2>&1 | tee "$out/step.log"
 cp "$results" "$out/RESULTS.md"
+if [ "$checked" != 0 ]; then
+  echo "gpu.sh: hotdog.training.cuda_check FAILED (exit $checked): see cuda_check.log" >&2
+  exit 1
+fi

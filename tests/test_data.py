@@ -125,6 +125,23 @@ def test_train_view_is_the_seeds_transform():
         assert not within_rounding(got.flip(-1), expected)  # a wrong flip is caught
 
 
+def test_normalize_makes_its_constants_once_per_device_and_they_serve_autograd_later():
+    # Made per call, they were a blocking host-to-device copy in every training step on CUDA.
+    from hotdog.data import transforms
+
+    transforms._STATS.clear()
+    batch = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    with torch.inference_mode():  # first made where evaluation makes them
+        first = normalize(batch)
+    assert list(transforms._STATS) == [batch.device]
+    weight = torch.ones(3, 1, 1, requires_grad=True)  # later, a step that needs autograd
+    (normalize(batch) * weight).sum().backward()
+    assert weight.grad is not None and len(transforms._STATS) == 1
+    assert torch.equal(normalize(batch), first)
+    mean, std = transforms.imagenet_stats()
+    assert torch.equal(first, (batch.float() / 255 - mean) / std)
+
+
 def test_test_view_is_the_seeds_transform():
     img = photo(120, 90)
     got = normalize(eval_view(F.pil_to_tensor(img), 224)[None])[0]

@@ -251,11 +251,14 @@ class ResidentBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         plan = self.images.plan
+        # Once an epoch: a blocking copy to CUDA waits for the stream to drain, so one per
+        # batch would stall every step (hotdog cuda-check counts such waits).
+        flips = plan.flips.to(self.pixels.device)
         for start in range(0, len(self.images), self.batch_size):
             index = share(plan.order[start:start + self.batch_size], self.shard)
             on_device = index.to(self.pixels.device, non_blocking=True)
             yield (resized_crops(self.pixels, self.starts, self.widths, on_device, plan.boxes[index],
-                                 plan.flips[index], self.size), self.labels[on_device])
+                                 flips[on_device], self.size), self.labels[on_device])
 
 
 # The share of the device's free memory the decoded train split may take on the `device`

@@ -27,8 +27,23 @@ def normalize(batch: torch.Tensor, mean: torch.Tensor | None = None, std: torch.
     `mean` and `std` are imagenet_stats() where a caller holds them (an exported model, whose
     trace would otherwise freeze the constants made here to the device it was traced on)."""
     if mean is None or std is None:
-        mean, std = imagenet_stats(batch.device)
+        mean, std = _stats_on(batch.device)
     return (batch.float().div(255) - mean) / std
+
+
+_STATS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _stats_on(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """imagenet_stats on `device`, made once per device. Made per call, they were a host-to-
+    device copy at every training step, and torch makes the host wait for the stream to drain
+    before such a copy returns: a stall in every step on CUDA (hotdog cuda-check counts them).
+    Made outside inference mode, so a batch that needs autograd can use them later."""
+    stats = _STATS.get(device)
+    if stats is None:
+        with torch.inference_mode(False):
+            stats = _STATS[device] = imagenet_stats(device)
+    return stats
 
 
 def imagenet_stats(device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,6 +7,10 @@
    events report is positive and below the wall time.
 3. The exported TorchScript file (hotdog.model.export), loaded and moved to the device,
    answers as it does on the CPU (within 1e-3: TF32 convolutions on CUDA round differently).
+4. No step of a training epoch makes the host wait for the device: an epoch of twice the
+   steps makes no more waits (torch's sync debug mode counts them; CUDA only). The loop
+   keeps its sums on the device for this; one blocking copy per step undoes it, as
+   normalize() and the crops' flips each did before 2026-12-07.
 
 Prints what it measured and exits with status 1 when a check fails. Without CUDA both sides
 run on the CPU, so CI runs it too (tests/test_bench.py) and it cannot rot unnoticed. From a checkout without
@@ -18,6 +22,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -96,6 +102,43 @@ def check_training(device: torch.device, images: list[np.ndarray], size: int, ba
     return ok
 
 
+def host_waits(work: Callable[[], object]) -> int:
+    """How many times `work` makes the host wait for a CUDA stream (a blocking copy, .item(),
+    a stream sync), as torch's sync debug mode reports them."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            work()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def check_host_waits(device: torch.device, images: list[np.ndarray], size: int, batch: int) -> bool:
+    """Training epochs of n and 2n images through ResidentBatches on `device`: the host must
+    wait for the device as often in both, at the epoch's ends only (its sums read once)."""
+    if device.type != "cuda":
+        print("host waits in a training step: not counted (torch counts them on CUDA only)", flush=True)
+        return True
+    model = build_model(None, "default", CLASSES).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-5)
+    precision = pick_precision("auto", device)
+
+    def epoch(copies: int) -> tuple[int, int]:
+        """(steps, host waits) of an epoch over `copies` copies of the images."""
+        train = ResidentBatches(DecodedImages(decoded_table(images * copies), size, seed=0), batch, device)
+        train.set_epoch(1)
+        return len(train), host_waits(lambda: train_one_epoch(model, train, optimizer, device, precision, None))
+
+    epoch(1)  # warms up: cuDNN's first calls, normalize's constants
+    (steps, few), (more_steps, more) = epoch(1), epoch(2)
+    ok = more == few
+    print(f"host waits for the device in a training epoch: {few} at {steps} steps, {more} at {more_steps} steps "
+          f"({'ok: none per step' if ok else 'FAILED: a step makes the host wait'})", flush=True)
+    return ok
+
+
 def check_torchscript(device: torch.device, size: int) -> bool:
     """The TorchScript export on `device` against the same file on the CPU."""
     import tempfile
@@ -136,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     ok = check_crops(device, images, size, batch)
     ok = check_training(device, images, size, batch) and ok
     ok = check_torchscript(device, size) and ok
+    ok = check_host_waits(device, images, size, batch) and ok
     sys.exit(0 if ok else 1)
 
 
