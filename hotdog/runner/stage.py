@@ -6,7 +6,7 @@ Wiring only: nothing here shapes an output, so no stage lists this module as a D
 
 from __future__ import annotations
 
-import gc
+import os
 import signal
 import sys
 from typing import Callable
@@ -51,10 +51,15 @@ def run_main(stage: str, main: Callable[[], None]) -> None:
         raise
     events.emit(events.timing(stage))
     events.emit(events.Finished(stage=stage))
-    # All that is left is Python's exit, whose garbage collections would walk every object
-    # torch's import made: 0.5 s of a torch stage's exit here, and DVC waits for it. The
-    # outputs are written and closed, so frozen objects lose nothing by not being collected.
-    gc.freeze()
+    # All that is left is Python's exit, and DVC waits for it: its collections walk every
+    # object torch's import made (0.5 s of a torch stage's exit on a 2-core Xeon), and its
+    # module teardown cost 0.15 s more after those were frozen away, plus a CUDA context's
+    # teardown on a GPU. None of it saves anything: the outputs are written, closed and
+    # renamed (hotdog.core.files.atomic_path), the pools and DataLoader workers are shut, and
+    # the hold on the repo is released. So the process ends here, once its streams are out.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _resume_hint(stage: str) -> str:
