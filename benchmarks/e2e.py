@@ -226,9 +226,11 @@ def report(stages: list[StageTimes], wall: float, training: dict) -> list[str]:
              f"| **cold `dvc repro`, wall** | | | | **{wall:.2f}** |", ""]
     for run, t in training.items():
         by_epoch = ", ".join(f"{r:,.0f}" for r in t["wall_by_epoch"])
-        rows.append(f"- {run}: **{t['steady_wall']:,.0f} img/s** steady (wall, epochs after the first), "
+        steady = ("steady (wall, epochs after the first)" if len(t["wall_by_epoch"]) > 1
+                  else "(wall, its only epoch: no steady state, the one-off costs included)")
+        rows.append(f"- {run}: **{t['steady_wall']:,.0f} img/s** {steady}, "
                     f"{t['d2l']:,.0f} img/s in steps (d2l's measure), {t['train_seconds']:.1f} s of training; "
-                    f"by epoch {by_epoch}; {t['device']}, {t['precision']}, augmented on {t['augment']}; "
+                    f"img/s by epoch {by_epoch}; {t['device']}, {t['precision']}, augmented on {t['augment']}; "
                     f"test acc {t['test_acc']:.3f}")
     return rows
 

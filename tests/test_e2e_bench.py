@@ -63,3 +63,12 @@ def test_without_git_the_copy_leaves_out_only_the_top_levels_outputs(tmp_path):
     copy_without_git(source, tmp_path / "copy")
     copied = sorted(p.relative_to(tmp_path / "copy").as_posix() for p in (tmp_path / "copy").rglob("*") if p.is_file())
     assert copied == ["hotdog/data/layout.py", "params.yaml", "stages/decode.py"]
+
+
+def test_a_one_epoch_run_claims_no_steady_rate():
+    figures = {"device": "cpu", "precision": "fp32", "augment": "workers", "d2l": 12.0, "train_seconds": 3.0,
+               "test_acc": 0.5}
+    one = report([], 1.0, {"finetune": {**figures, "wall_by_epoch": [10.0], "steady_wall": 10.0}})[-1]
+    assert "**10 img/s** (wall, its only epoch: no steady state, the one-off costs included)" in one
+    two = report([], 1.0, {"finetune": {**figures, "wall_by_epoch": [10.0, 20.0], "steady_wall": 20.0}})[-1]
+    assert "**20 img/s** steady (wall, epochs after the first)" in two and "img/s by epoch 10, 20;" in two
