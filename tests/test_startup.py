@@ -66,6 +66,17 @@ def test_a_finished_stage_ends_without_pythons_teardown_and_loses_no_output(tmp_
     assert done.stdout.splitlines() == ["work done"] and done.stderr.splitlines() == ["a warning"]
 
 
+def test_a_profiled_stage_still_gets_its_profile_written(tmp_path: Path) -> None:
+    # `python -m cProfile -o F -m stages.<name>` writes F at the exit that run_main skips
+    # otherwise.
+    write_params(tmp_path / "params.yaml")
+    (tmp_path / "stage.py").write_text("from hotdog.runner.stage import run_main\nrun_main('x', lambda: None)\n")
+    done = subprocess.run([sys.executable, "-m", "cProfile", "-o", "stage.prof", "stage.py"], cwd=tmp_path,
+                          env={**ENV, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "stage.prof").stat().st_size > 0
+
+
 def test_the_benchmark_table_has_every_stage_and_the_best_run_in_bold() -> None:
     from benchmarks import startup
 

@@ -56,10 +56,13 @@ def run_main(stage: str, main: Callable[[], None]) -> None:
     # module teardown cost 0.15 s more after those were frozen away, plus a CUDA context's
     # teardown on a GPU. None of it saves anything: the outputs are written, closed and
     # renamed (hotdog.core.files.atomic_path), the pools and DataLoader workers are shut, and
-    # the hold on the repo is released. So the process ends here, once its streams are out.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    # the hold on the repo is released. So the process ends here, once its streams are out,
+    # unless a profiler or tracer is attached (cProfile, coverage, a debugger): those write
+    # what they collected at the exit.
+    if sys.getprofile() is None and sys.gettrace() is None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _resume_hint(stage: str) -> str:
