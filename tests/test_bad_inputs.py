@@ -332,6 +332,31 @@ def test_torch_save_to_a_path_that_fails_is_one_line_too(tmp_path: Path) -> None
     assert left_behind(tmp_path, "state.pt") == []
 
 
+def test_a_stop_in_the_middle_of_torch_save_is_a_stop_not_a_full_disk(tmp_path: Path) -> None:
+    # SIGTERM (run_main raises it as Stopped) can land while torch.save writes a resumable
+    # state. torch then reports a failed write as it unwinds, with the stop as its context;
+    # that once read "disk full" in a CI log. The stop must come out, and nothing be left.
+    import io
+
+    from hotdog.core.errors import Stopped
+    from hotdog.core.files import atomic_path
+
+    class StopsOnThirdWrite(io.FileIO):
+        writes = 0
+
+        def write(self, b):
+            StopsOnThirdWrite.writes += 1
+            if StopsOnThirdWrite.writes == 3:
+                raise Stopped(signal.SIGTERM)
+            return super().write(b)
+
+    with pytest.raises(Stopped) as stopped:
+        with atomic_path(tmp_path / "state.pt") as tmp, StopsOnThirdWrite(tmp, "w") as f:
+            torch.save({"w": torch.zeros(1 << 18)}, f)
+    assert isinstance(stopped.value.__context__, RuntimeError)  # what torch.save raised over the stop
+    assert left_behind(tmp_path, "state.pt") == []
+
+
 # --- progress in a log ------------------------------------------------------------------
 
 

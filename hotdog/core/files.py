@@ -22,13 +22,26 @@ NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _TORCH_WRITE_FAILED = ("unexpected pos", "file write failed", "basic_ios::clear")
 
 
-def no_room(err: BaseException) -> str | None:
-    """Why a write failed, when `err` (or an error it arose from) is a lack of room; else None."""
+def _chain(err: BaseException) -> list[BaseException]:
+    """`err` and the errors it arose from (its causes and contexts), each once."""
     chain: list[BaseException] = []
     cause: BaseException | None = err
     while cause is not None and all(cause is not c for c in chain):
         chain.append(cause)
         cause = cause.__cause__ or cause.__context__
+    return chain
+
+
+def interrupted_by(err: BaseException) -> BaseException | None:
+    """The stop `err` arose from (Ctrl-C, or the Stopped that run_main raises on SIGTERM), if
+    any. torch.save, stopped midway, reports a failed write ("unexpected pos") as it unwinds,
+    with the stop as its context: that is a stop, not a full disk."""
+    return next((c for c in _chain(err) if not isinstance(c, Exception)), None)
+
+
+def no_room(err: BaseException) -> str | None:
+    """Why a write failed, when `err` (or an error it arose from) is a lack of room; else None."""
+    chain = _chain(err)
     # The errno's words when there is one: torch's RuntimeError carries the OSError as its context.
     for cause in chain:
         if isinstance(cause, OSError) and cause.errno in NO_ROOM:
@@ -80,6 +93,9 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     except StageError:
         raise  # already says what is wrong
     except Exception as err:
+        stop = interrupted_by(err)
+        if stop is not None:
+            raise stop from None  # run_main reports it as the stop it is
         reason = no_room(err)
         if reason is None:
             raise
