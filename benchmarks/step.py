@@ -37,7 +37,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from benchmarks.bench import RESULTS, machine
+from benchmarks.bench import CLASSES, RESULTS, fresh, machine, make_step, prepared
 from hotdog.core.files import file_digest
 from hotdog.data.transforms import normalize
 from hotdog.model.hardware import (
@@ -45,13 +45,9 @@ from hotdog.model.hardware import (
     device_starting,
     pick_device,
     pick_precision,
-    seed_everything,
     synchronize,
 )
-from hotdog.model.resnet import build_model, param_groups
-from hotdog.training.optim import SGD
 
-CLASSES = ("hotdog", "not-hotdog")
 WARM_UP = 3  # eager steps before timing; a graph is captured after them
 
 
@@ -73,37 +69,6 @@ def batches(count: int, size: int, image_size: int, device: torch.device) -> lis
     g = torch.Generator().manual_seed(0)
     return [(torch.randint(0, 256, (size, 3, image_size, image_size), generator=g, dtype=torch.uint8).to(device),
              torch.randint(0, len(CLASSES), (size,), generator=g).to(device)) for _ in range(count)]
-
-
-def fresh(device: torch.device, fused: bool | None = None) -> tuple[torch.nn.Module, SGD]:
-    """The same start every time: the model as seed 0 builds it, and its optimizer."""
-    seed_everything(0)
-    model = build_model(None, "xavier", CLASSES).to(device, memory_format=torch.channels_last).train()
-    return model, SGD(param_groups(model, 5e-5, 10), weight_decay=1e-3, fused=fused)
-
-
-def prepared(images: torch.Tensor) -> torch.Tensor:
-    """A batch as the step takes it: normalised on the device, channels_last."""
-    return normalize(images).contiguous(memory_format=torch.channels_last)
-
-
-def make_step(model: torch.nn.Module, optimizer: SGD, device: torch.device, precision: str,
-              graph: bool = False) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """train_one_epoch's step on a prepared batch: the summed loss, SGD. For a CUDA graph,
-    bf16 autocast runs without its cache of cast weights, as torch's CUDA-graph notes require
-    (the same casts, made in the graph each time)."""
-    loss_fn = torch.nn.CrossEntropyLoss(reduction="none")
-    casting = (lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)) \
-        if graph and precision == "bf16" else (lambda: autocast(device, precision))
-
-    def step(x: torch.Tensor, labels: torch.Tensor) -> None:
-        optimizer.zero_grad()
-        with casting():
-            logits = model(x)
-        loss_fn(logits.float(), labels).sum().backward()
-        optimizer.step()
-
-    return step
 
 
 def graphed(step: Callable, data: list, device: torch.device) -> tuple[Callable[[int], None], Callable[[], None]]:
