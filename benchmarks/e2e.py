@@ -9,8 +9,9 @@ else data/weights/resnet18.pth), or else torchvision's ResNet-18 initialised wit
 Neither is fetched: data.url and weights.url name the local files.
 
 Each stage reports its own times from its own process (hotdog.core.events.Timing): when the
-process began, its first line of work, the start of its writing where it has one, and its
-end. What is left of the wall time is DVC's: its start, hashing and caching, and each
+process began, its first line of work, for the torch stages the end of their imports and
+of their reading (with the device's start beside it), the start of its writing where it has
+one, and its end. What is left of the wall time is DVC's: its start, hashing and caching, and each
 stage's interpreter exit. The figures go to stdout; --record appends them to
 benchmarks/RESULTS.md with a timeline figure beside it.
 
@@ -51,14 +52,26 @@ class StageTimes(NamedTuple):
     started: float  # its first line of work
     writing: float | None  # its outputs began (None: it writes as it works)
     finished: float
+    imported: float | None = None  # a torch stage's imports done (None: it marks none)
+    ready: float | None = None  # a torch stage's inputs read and device started
 
     @property
     def startup(self) -> float | None:
         return None if self.began is None else self.started - self.began
 
     @property
+    def imports(self) -> float | None:
+        return None if self.imported is None else self.imported - self.started
+
+    @property
+    def reading(self) -> float | None:
+        return None if self.ready is None else self.ready - (self.imported or self.started)
+
+    @property
     def work(self) -> float:
-        return (self.writing if self.writing is not None else self.finished) - self.started
+        """From its first line, or its last mark before the work proper, to its writing."""
+        return (self.writing if self.writing is not None else self.finished) - (
+            self.ready or self.imported or self.started)
 
     @property
     def writes(self) -> float:
@@ -160,8 +173,8 @@ def run_repro(project: Path, log: Path) -> tuple[float, list[StageTimes], int]:
     def since(t: float | None) -> float | None:
         return None if t is None else t - start
 
-    return wall, [StageTimes(t.stage, since(t.began), since(t.started), since(t.writing), since(t.finished))
-                  for t in timings], proc.returncode
+    return wall, [StageTimes(t.stage, since(t.began), since(t.started), since(t.writing), since(t.finished),
+                             since(t.imported), since(t.ready)) for t in timings], proc.returncode
 
 
 def training_figures(project: Path) -> dict:
@@ -182,16 +195,21 @@ def training_figures(project: Path) -> dict:
 
 
 def timeline(stages: list[StageTimes], wall: float, title: str, dest: Path) -> None:
-    """The stages as bars on one time axis: start-up, work and writing, and DVC's gaps between."""
+    """The stages as bars on one time axis: start-up, imports, inputs (and the device's start),
+    work and writing, and DVC's gaps between."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"start-up": "#b0b0b0", "work": "#4c72b0", "writing": "#dd8452"}
+    colours = {"start-up": "#b0b0b0", "imports": "#8172b3", "inputs, device": "#55a868", "work": "#4c72b0",
+               "writing": "#dd8452"}
     fig, ax = plt.subplots(figsize=(10, 0.42 * len(stages) + 1.6))
     for row, s in enumerate(stages):
-        parts = [("start-up", s.began, s.started), ("work", s.started, s.writing or s.finished),
+        work_from = s.ready or s.imported or s.started
+        parts = [("start-up", s.began, s.started), ("imports", s.started, s.imported),
+                 ("inputs, device", s.imported or s.started, s.ready),
+                 ("work", work_from, s.writing or s.finished),
                  ("writing", s.writing, s.finished if s.writing is not None else None)]
         for name, a, b in parts:
             if a is not None and b is not None and b > a:
@@ -205,25 +223,27 @@ def timeline(stages: list[StageTimes], wall: float, title: str, dest: Path) -> N
     ax.set_xlabel("seconds since `dvc repro` began (the white gaps are DVC's, and each stage's exit)")
     ax.set_title(title, fontsize=10)
     ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()], labels=list(colours),
-              loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8, frameon=False)
+              loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=len(colours), fontsize=8, frameon=False)
     fig.tight_layout()
     with atomic_path(dest) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
-def seconds(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
+def seconds(value: float | None, missing: str = "n/a") -> str:
+    return missing if value is None else f"{value:.2f}"
 
 
 def report(stages: list[StageTimes], wall: float, training: dict) -> list[str]:
-    """The figures as markdown lines."""
-    rows = ["| stage | start-up | work | writing | in its process |", "|---|---|---|---|---|"]
-    rows += [f"| {s.stage} | {seconds(s.startup)} | {s.work:.2f} | {s.writes:.2f} | {s.in_process:.2f} |"
-             for s in stages]
+    """The figures as markdown lines. imports and inputs are the torch stages' (blank for
+    the others, whose imports are in their start-up and whose reading is in their work)."""
+    rows = ["| stage | start-up | imports | inputs, device | work | writing | in its process |",
+            "|---|---|---|---|---|---|---|"]
+    rows += [f"| {s.stage} | {seconds(s.startup)} | {seconds(s.imports, '')} | {seconds(s.reading, '')} | "
+             f"{s.work:.2f} | {s.writes:.2f} | {s.in_process:.2f} |" for s in stages]
     in_stages = sum(s.in_process for s in stages)
-    rows += [f"| DVC: its start, hashing, caching, each stage's exit | | | | {wall - in_stages:.2f} |",
-             f"| **cold `dvc repro`, wall** | | | | **{wall:.2f}** |", ""]
+    rows += [f"| DVC: its start, hashing, caching, each stage's exit | | | | | | {wall - in_stages:.2f} |",
+             f"| **cold `dvc repro`, wall** | | | | | | **{wall:.2f}** |", ""]
     for run, t in training.items():
         by_epoch = ", ".join(f"{r:,.0f}" for r in t["wall_by_epoch"])
         steady = ("steady (wall, epochs after the first)" if len(t["wall_by_epoch"]) > 1

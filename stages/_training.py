@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hotdog.core import events
 from hotdog.core.paths import Paths
 from hotdog.runner.stage import run_main
 
@@ -29,4 +30,5 @@ def main(run: str) -> None:
     # torch and all that uses it are imported here, once the stage has said it started.
     from hotdog.training.stage import train_stage
 
+    events.mark("imported")
     train_stage(run, params(run))

@@ -32,9 +32,11 @@ def main() -> None:
     from hotdog.model.hardware import device_starting, pick_device
     from hotdog.model.inference import load_trained
 
+    events.mark("imported")
     p = load_params(*PARAMS)
     with device_starting(lambda: pick_device(p.train.device)):  # CUDA starts while the checkpoints load
         models = {run: load_trained(p.paths.checkpoint(run), f"run `dvc repro {run}`") for run in RUNS}
+    events.mark("ready")
     # The views are passed without a name here: evaluate() moves them to the device, and on
     # a GPU no host copy should outlive that.
     metrics, predictions = evaluate(models, *read_eval_views(p.paths.decoded_file("test"), p.train.image_size),

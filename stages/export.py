@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from hotdog.core import events
 from hotdog.core.files import atomic_path, file_digest, write_json
 from hotdog.core.names import RUNS
 from hotdog.core.params import load_params
@@ -29,18 +30,20 @@ def main() -> None:
     from hotdog.model.export import export_checked
     from hotdog.model.inference import load_trained
 
+    events.mark("imported")
     p = load_params(*PARAMS)
     views, _, classes = read_eval_views(p.paths.decoded_file("test"), p.train.image_size)
     data_sha1 = file_digest(p.paths.zip, "sha1")
+    models = {run: load_trained(p.paths.checkpoint(run), f"run `dvc repro {run}`") for run in RUNS}
+    events.mark("ready")  # no device to start: the exports are made and checked on the CPU
     summary = {}
     # Every file is written to a temporary name, and all are renamed only once every export
     # has matched its checkpoint: a mismatch leaves none of them.
     with contextlib.ExitStack() as files:
         for run in RUNS:
-            trained = load_trained(p.paths.checkpoint(run), f"run `dvc repro {run}`")
             onnx, torchscript = (files.enter_context(atomic_path(dest))
                                  for dest in (p.paths.onnx(run), p.paths.torchscript(run)))
-            summary[run] = export_checked(run, trained, views.views, classes, p.train.image_size, data_sha1,
+            summary[run] = export_checked(run, models[run], views.views, classes, p.train.image_size, data_sha1,
                                           onnx, torchscript)
             print(f"{run}: ONNX and TorchScript match the checkpoint to {summary[run]['onnx']['max_abs_diff']:.1e} "
                   f"and {summary[run]['torchscript']['max_abs_diff']:.1e} on {summary[run]['onnx']['images']} of the "

@@ -30,8 +30,14 @@ def check_e2e_entry(results: str, timeline: Path, images: int, epochs: int) -> N
         assert s.writing is None or s.started <= s.writing <= s.finished, s
         previous_end = s.finished
     # The training stages, evaluate and report mark where their writing begins; decode
-    # writes as it works.
+    # writes as it works. The torch stages mark their imports' end and their inputs', in order.
     assert {s.stage for s in stages if s.writing is not None} == {"finetune", "scratch", "evaluate", "report"}
+    torch_stages = {"finetune", "scratch", "evaluate", "export"}
+    assert {s.stage for s in stages if s.imported is not None} == torch_stages
+    assert {s.stage for s in stages if s.ready is not None} == torch_stages
+    for s in stages:
+        if s.stage in torch_stages:
+            assert s.started < s.imported <= s.ready <= (s.writing or s.finished), s
 
     training = raw["training"]
     assert training["finetune"]["device"] == "cpu" and training["finetune"]["precision"] == "fp32"
@@ -41,16 +47,19 @@ def check_e2e_entry(results: str, timeline: Path, images: int, epochs: int) -> N
 
 
 def test_the_table_adds_up_to_the_wall_time():
-    stages = [StageTimes("a", 0.5, 1.0, None, 2.0), StageTimes("b", 2.5, 2.75, 3.0, 4.0)]
-    rows = report(stages, 5.0, {})
-    assert rows[2] == "| a | 0.50 | 1.00 | 0.00 | 1.50 |"
-    assert rows[3] == "| b | 0.25 | 0.25 | 1.00 | 1.50 |"
-    assert rows[4].endswith("| 2.00 |")  # DVC's share: 5.0 - 1.5 - 1.5
-    assert "**5.00**" in rows[5]
+    stages = [StageTimes("a", 0.5, 1.0, None, 2.0), StageTimes("b", 2.5, 2.75, 3.0, 4.0),
+              StageTimes("t", 4.5, 4.75, 7.0, 7.5, imported=5.75, ready=6.25)]
+    rows = report(stages, 8.0, {})
+    assert rows[2] == "| a | 0.50 |  |  | 1.00 | 0.00 | 1.50 |"
+    assert rows[3] == "| b | 0.25 |  |  | 0.25 | 1.00 | 1.50 |"
+    # A torch stage: start-up, imports, inputs, then its work from its inputs to its writing.
+    assert rows[4] == "| t | 0.25 | 1.00 | 0.50 | 0.75 | 0.50 | 3.00 |"
+    assert rows[5].endswith("| 2.00 |")  # DVC's share: 8.0 - 1.5 - 1.5 - 3.0
+    assert "**8.00**" in rows[6]
     # Where the OS gives no process start, the stage's time counts from its first line of work.
     unknown = StageTimes("c", None, 1.0, None, 3.0)
     assert unknown.startup is None and unknown.in_process == 2.0
-    assert report([unknown], 3.0, {})[2] == "| c | n/a | 2.00 | 0.00 | 2.00 |"
+    assert report([unknown], 3.0, {})[2] == "| c | n/a |  |  | 2.00 | 0.00 | 2.00 |"
 
 
 def test_without_git_the_copy_leaves_out_only_the_top_levels_outputs(tmp_path):

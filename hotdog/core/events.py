@@ -58,6 +58,8 @@ class Timing(_Event):
     just before Finished: `began` (the process started; None where the OS does not say),
     `started` (its first line of work, the Started event), `writing` (its work was done and
     it began to write its outputs; None for a stage that writes as it works) and `finished`.
+    The torch stages also say when their heavy imports were done (`imported`) and when their
+    inputs were read and their device started (`ready`); None for the others.
     benchmarks/e2e.py draws a `dvc repro`'s timeline from these."""
 
     kind: Literal["timing"] = "timing"
@@ -65,6 +67,8 @@ class Timing(_Event):
     started: float
     writing: float | None
     finished: float
+    imported: float | None = None
+    ready: float | None = None
 
 
 Event = Annotated[Union[Started, Progress, Finished, Failed, Timing], Field(discriminator="kind")]
@@ -116,9 +120,11 @@ def process_began() -> float | None:
     return time.time() - age
 
 
-def mark(moment: Literal["started", "writing"]) -> None:
-    """Note the time of a moment in this stage's run; the Timing event reports it. `writing`
-    is for a stage whose work is done and whose outputs are next; the first mark counts."""
+def mark(moment: Literal["started", "imported", "ready", "writing"]) -> None:
+    """Note the time of a moment in this stage's run; the Timing event reports it. In order:
+    `started` (run_main), `imported` (a stage's torch and libraries, imported inside main),
+    `ready` (its inputs read and its device started), `writing` (its work is done and its
+    outputs are next). The first mark of each counts."""
     _times.setdefault(moment, time.time())
 
 
@@ -126,4 +132,5 @@ def timing(stage: str) -> Timing:
     """The Timing event for this process's stage, as of now."""
     now = time.time()
     return Timing(stage=stage, began=process_began(), started=_times.get("started", now),
-                  writing=_times.get("writing"), finished=now)
+                  writing=_times.get("writing"), finished=now, imported=_times.get("imported"),
+                  ready=_times.get("ready"))

@@ -45,6 +45,7 @@ def train_and_write(run: str, p: StageParams, shard: distributed.Shard) -> None:
             inputs.append(p.paths.weights)
         images = read_train_images(p.paths.decoded_file("train"), p.train.image_size, p.seed)
         store, start = resumable(run, p, shard, inputs)
+    events.mark("ready")
 
     def on_epoch(snapshot: Snapshot) -> None:
         # The epochs so far are written after each one, so `dvc plots show` follows a long run.
