@@ -75,7 +75,8 @@ def graphed(step: Callable, data: list, device: torch.device) -> tuple[Callable[
     """The step as a CUDA graph: WARM_UP eager steps on a side stream (capture needs them),
     then one capture. Returns (run step i, which prepares batch i into the captured input
     and replays; its warm-up: the eager steps and the capture). The preparing stays out of
-    the graph: normalize() copies its constants from the host, which capture forbids."""
+    the graph, where the training loop's own batches would come from; the graph holds the
+    step the candidates share."""
     x, labels = prepared(data[0][0]), data[0][1].clone()
     graph = torch.cuda.CUDAGraph()
 
