@@ -68,10 +68,13 @@ class StageTimes(NamedTuple):
         return None if self.ready is None else self.ready - (self.imported or self.started)
 
     @property
+    def work_began(self) -> float:
+        """Its first line, or its last mark before the work proper."""
+        return self.ready or self.imported or self.started
+
+    @property
     def work(self) -> float:
-        """From its first line, or its last mark before the work proper, to its writing."""
-        return (self.writing if self.writing is not None else self.finished) - (
-            self.ready or self.imported or self.started)
+        return (self.writing if self.writing is not None else self.finished) - self.work_began
 
     @property
     def writes(self) -> float:
@@ -206,10 +209,9 @@ def timeline(stages: list[StageTimes], wall: float, title: str, dest: Path) -> N
                "writing": "#dd8452"}
     fig, ax = plt.subplots(figsize=(10, 0.42 * len(stages) + 1.6))
     for row, s in enumerate(stages):
-        work_from = s.ready or s.imported or s.started
         parts = [("start-up", s.began, s.started), ("imports", s.started, s.imported),
                  ("inputs, device", s.imported or s.started, s.ready),
-                 ("work", work_from, s.writing or s.finished),
+                 ("work", s.work_began, s.writing or s.finished),
                  ("writing", s.writing, s.finished if s.writing is not None else None)]
         for name, a, b in parts:
             if a is not None and b is not None and b > a:
