@@ -249,12 +249,17 @@ def prefect_api(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-home")
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
     os.environ.update(PREFECT_API_URL=api, PREFECT_HOME=str(home))  # the server's database too
-    server, _ = start_server(api)
     try:
+        # Its log goes to the settings' PREFECT_HOME, which the environment no longer sets
+        # once prefect is imported.
         with temporary_settings(updates={PREFECT_API_URL: api, PREFECT_HOME: str(home)}):
-            yield api, {**ENV, "PREFECT_API_URL": api, "PREFECT_HOME": str(home)}
+            server, log = start_server(api)
+            assert log.parent == home, log
+            try:
+                yield api, {**ENV, "PREFECT_API_URL": api, "PREFECT_HOME": str(home)}
+            finally:
+                stop(server)
     finally:
-        stop(server)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

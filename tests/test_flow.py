@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import psutil
 import pyarrow.parquet as pq
@@ -97,6 +98,8 @@ def ui(served, tmp_path_factory):
                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_deployment(api, process, log)
+        # Its server's log lies beside the server's database, not in /tmp.
+        assert (home / f"hotdog-prefect-server-{urlparse(api).port}.log").is_file(), log.read_text()
         SERVED["reports"] = served_reports_url(log, process)
         with temporary_settings(updates={PREFECT_API_URL: api}):
             yield api, project

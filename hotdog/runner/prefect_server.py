@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -28,13 +27,23 @@ def is_up(api_url: str) -> bool:
         return False
 
 
+def server_log(port: int) -> Path:
+    """Where a server started here writes its log: PREFECT_HOME, beside its database (one
+    file a port, overwritten by the next start), so a test's server leaves nothing behind."""
+    from prefect.settings import get_current_settings
+
+    home = Path(get_current_settings().home).expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    return home / f"hotdog-prefect-server-{port}.log"
+
+
 def start_server(api_url: str) -> tuple[subprocess.Popen, Path]:
     """`prefect server start` on api_url's loopback host and port; returns it and its log."""
     url = urlparse(api_url)
     if url.hostname not in LOOPBACK:
         raise SystemExit(f"error: prefect server: no Prefect server answers at {api_url} (PREFECT_API_URL), and "
                          "only a loopback one can be started here; start that server or unset it")
-    log = Path(tempfile.gettempdir()) / f"hotdog-prefect-server-{url.port}.log"
+    log = server_log(url.port or 4200)
     env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false")  # its telemetry write locks SQLite
     command = [sys.executable, "-m", "prefect", "server", "start",
                "--host", url.hostname, "--port", str(url.port or 4200)]
