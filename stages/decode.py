@@ -29,7 +29,8 @@ def main() -> None:
     short_side = eval_resize(p.train.image_size)
     for split in SPLITS:
         manifest = read_table(p.paths.manifest_file(split), MANIFEST, "manifest")
-        decode_split(p.paths.images, manifest, p.paths.decoded_file(split), short_side, os.cpu_count() or 1)
+        decode_split(p.paths.images, manifest, p.paths.decoded_file(split), short_side, os.cpu_count() or 1,
+                     f"decode {split}")
         size = p.paths.decoded_file(split).stat().st_size / 2**20
         print(f"{split}: {manifest.num_rows} images decoded, shorter side {short_side} px, {size:.0f} MiB",
               flush=True)

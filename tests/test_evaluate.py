@@ -1,5 +1,6 @@
 import json
 import random
+import re
 
 import pytest
 import torch
@@ -91,13 +92,21 @@ def test_a_checkpoint_that_is_not_this_model_is_one_line(tmp_path):
     assert loaded.fc.out_features == 3
 
 
-def test_the_evaluate_stage_scores_both_checkpoints(decoded_project):
+def test_the_evaluate_stage_scores_both_checkpoints(capsys, decoded_project):
     from stages import _training
     from stages import evaluate as evaluate_stage
 
     for run in RUNS:
         _training.main(run)
     evaluate_stage.main()
+    # Progress in a log (no terminal here): a line per tenth of each long pass, ending at the
+    # whole, from decode (in the fixture), each training epoch and its test pass, and evaluate.
+    out = capsys.readouterr().out
+    for desc in ("decode train", "decode test", "finetune epoch 1/1", "finetune epoch 1/1, test",
+                 "scratch epoch 1/1, test", "evaluate finetune", "evaluate scratch"):
+        unit = "image" if desc.startswith("decode") else "batch"
+        last = [line for line in out.splitlines() if line.startswith(f"{desc}: {unit} ")][-1:]
+        assert last and re.fullmatch(rf"{desc}: {unit} (\d+)/\1", last[0]), (desc, out)
     p = load_params(*evaluate_stage.PARAMS)
     metrics = json.loads(p.paths.evaluation.read_text())
     predictions = read_table(p.paths.predictions, PREDICTIONS, "evaluate")

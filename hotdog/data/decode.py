@@ -12,6 +12,7 @@ import pyarrow as pa
 from PIL import Image
 
 from hotdog.core.errors import StageError
+from hotdog.core.progress import tracked
 from hotdog.core.schema import DECODED, write_arrow
 
 BATCH_ROWS = 64
@@ -50,26 +51,34 @@ def decode_image(path: Path, short_side: int) -> tuple[int, int, bytes]:
     return pixels.shape[0], pixels.shape[1], pixels.tobytes()
 
 
-def decoded_batches(root: Path, manifest: pa.Table, short_side: int, workers: int) -> Iterator[pa.RecordBatch]:
-    """The DECODED rows for a manifest, in its order, BATCH_ROWS at a time."""
+def decoded_batches(root: Path, manifest: pa.Table, short_side: int, workers: int,
+                    desc: str | None = None) -> Iterator[pa.RecordBatch]:
+    """The DECODED rows for a manifest, in its order, BATCH_ROWS at a time; progress by
+    image under `desc`."""
     paths = manifest.column("path").to_pylist()
     labels = manifest.column("label").to_pylist()
     files = [root / p for p in paths]
     with ProcessPoolExecutor(max(1, workers)) as pool:
         decoded = pool.map(decode_image, files, [short_side] * len(files), chunksize=16)
-        for start in range(0, len(paths), BATCH_ROWS):
-            rows = [next(decoded) for _ in paths[start:start + BATCH_ROWS]]
-            yield pa.record_batch([
-                pa.array(paths[start:start + BATCH_ROWS], pa.string()),
-                pa.array(labels[start:start + BATCH_ROWS], pa.int64()),
-                pa.array([h for h, _, _ in rows], pa.int32()),
-                pa.array([w for _, w, _ in rows], pa.int32()),
-                pa.array([b for _, _, b in rows], pa.large_binary()),
-            ], schema=DECODED)
+        rows = []
+        # A for loop, so that progress hears of the last image too.
+        for i, row in enumerate(tracked(decoded, len(files), desc, "image"), 1):
+            rows.append(row)
+            if len(rows) == BATCH_ROWS or i == len(files):
+                start = i - len(rows)
+                yield pa.record_batch([
+                    pa.array(paths[start:i], pa.string()),
+                    pa.array(labels[start:i], pa.int64()),
+                    pa.array([h for h, _, _ in rows], pa.int32()),
+                    pa.array([w for _, w, _ in rows], pa.int32()),
+                    pa.array([b for _, _, b in rows], pa.large_binary()),
+                ], schema=DECODED)
+                rows = []
 
 
-def decode_split(root: Path, manifest: pa.Table, dest: Path, short_side: int, workers: int) -> None:
+def decode_split(root: Path, manifest: pa.Table, dest: Path, short_side: int, workers: int,
+                 desc: str | None = None) -> None:
     """Decode one split's manifest images under `root` into the Arrow file `dest`, atomically;
-    it records the manifest's classes (hotdog.core.schema.with_classes)."""
+    it records the manifest's classes (hotdog.core.schema.with_classes). Progress under `desc`."""
     schema = DECODED.with_metadata(manifest.schema.metadata or {})
-    write_arrow(decoded_batches(root, manifest, short_side, workers), dest, schema)
+    write_arrow(decoded_batches(root, manifest, short_side, workers, desc), dest, schema)

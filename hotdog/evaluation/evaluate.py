@@ -148,7 +148,7 @@ def evaluate(models: dict[str, Trained], views: EvalViews, paths: list[str], cla
     metrics, tables = {}, []
     for run, trained in models.items():
         model = trained.module.to(device, memory_format=torch.channels_last)
-        logits, labels = predict(model, views, batch_size, device, precision)
+        logits, labels = predict(model, views, batch_size, device, precision, f"evaluate {run}")
         metrics[run], columns = score(logits, labels, classes)
         metrics[run].update(device=device.type, precision=precision)
         tables.append(pa.table({

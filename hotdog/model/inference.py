@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from hotdog.core.errors import StageError
+from hotdog.core.progress import tracked
 from hotdog.data.transforms import EvalViews, normalize
 from hotdog.model.checkpoint import load_state
 from hotdog.model.hardware import autocast
@@ -55,8 +56,9 @@ def forward(model: nn.Module, views: torch.Tensor, device: torch.device, precisi
 
 
 def predict(model: nn.Module, views: EvalViews, batch_size: int, device: torch.device,
-            precision: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fp32 logits, labels) on the CPU for every view, in order."""
-    all_logits = [forward(model, x, device, precision) for x, _ in views.batches(batch_size)]
+            precision: str, desc: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp32 logits, labels) on the CPU for every view, in order; progress under `desc`."""
+    count = -(-len(views.labels) // batch_size)
+    all_logits = [forward(model, x, device, precision) for x, _ in tracked(views.batches(batch_size), count, desc)]
     logits = torch.cat(all_logits) if all_logits else torch.empty(0, model.fc.out_features)
     return logits.cpu(), views.labels.cpu()

@@ -4,16 +4,15 @@ the seed's loop (summed loss, plain SGD), its per-epoch records and the run's su
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from typing import Callable, Iterator, NamedTuple
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from hotdog.core import events
 from hotdog.core.params import RunParams, TrainParams
+from hotdog.core.progress import tracked
 from hotdog.data.augment import DecodedImages, train_batches
 from hotdog.data.transforms import EvalViews, normalize
 from hotdog.model.hardware import (
@@ -73,28 +72,6 @@ class StepClock:
         return self.seconds
 
 
-def batches(loader, desc: str | None, on_tenth: Callable[[float], None] | None = None) -> Iterator:
-    """The loader's batches, with progress: a bar on a terminal, else a line per tenth.
-
-    The plain lines ("finetune epoch 1/5: batch 4/16") are what a log shows. `on_tenth`
-    gets the share of the pass done at each tenth, wherever the output goes. No `desc`: no
-    progress at all (the training processes other than the main one).
-    """
-    if desc is None:
-        yield from loader
-        return
-    total = len(loader)
-    every = max(1, total // 10)
-    bar = sys.stderr.isatty()
-    for i, batch in enumerate(tqdm(loader, desc=desc, unit="batch", leave=False) if bar else loader, 1):
-        yield batch
-        if i % every == 0 or i == total:
-            if not bar:
-                print(f"{desc}: batch {i}/{total}", flush=True)
-            if on_tenth is not None:
-                on_tenth(i / total)
-
-
 def train_one_epoch(model: nn.Module, loader, optimizer, device: torch.device, precision: str,
                     desc: str | None, on_tenth: Callable[[float], None] | None = None,
                     net: nn.Module | None = None) -> EpochStats:
@@ -112,7 +89,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, device: torch.device, p
     examples, clock = 0, StepClock(device)
     synchronize(device)
     wall_start = time.perf_counter()
-    for x, y in batches(loader, desc, on_tenth):
+    for x, y in tracked(loader, len(loader), desc, "batch", on_tenth):
         with clock.step():
             x = normalize(x.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
@@ -184,7 +161,8 @@ def fit(model: nn.Module, optimizer: SGD, train, evals: EvalViews, run: str,
         desc = f"{run} epoch {epoch}/{params.epochs}" if shard.main else None
         stats = train_one_epoch(model, train, optimizer, device, precision, desc, progress if shard.main else None,
                                 net=net)
-        test_acc = accuracy(*predict(model, evals, params.batch_size, device, precision)) if shard.main else None
+        test_acc = accuracy(*predict(model, evals, params.batch_size, device, precision, f"{desc}, test")) \
+            if shard.main else None
         yield epoch_record(epoch, stats, test_acc, time.perf_counter() - start), stats
 
 
