@@ -15,8 +15,9 @@ from hotdog.experiments.compare import Failure, exp_show, experiments_of
 from hotdog.experiments.spec import ExperimentsError, check_set, dvc_value, not_applicable, runs_of
 from hotdog.runner.dvc_run import stream_dvc
 
-# An experiment's stages can be quiet for long (an evaluation, a slow epoch), so nothing is
-# cut off; past this many seconds without a line, a note says dvc is still at it.
+# An experiment's stages can be quiet for long (a tenth of a slow epoch or evaluation on a
+# CPU), so nothing is cut off; past this many seconds without a line, a note says dvc is
+# still at it.
 QUIET_SECONDS = 600.0
 
 
@@ -139,8 +140,8 @@ class Quiet:
             if now - max(self.heard, noted) >= self.seconds:
                 noted = now
                 self.on_line(f"experiments: {self.what}: no output for {_span(now - self.heard)}; dvc is still "
-                             "running it (a long epoch or evaluation is quiet). If it is stuck, stop it: Ctrl-C, or cancel "
-                             "the flow run")
+                             "running it (a tenth of a long epoch or evaluation can be quiet). If it is stuck, "
+                             "stop it: Ctrl-C, or cancel the flow run")
 
 
 def _span(seconds: float) -> str:
