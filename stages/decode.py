@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hotdog.core import events
 from hotdog.core.names import SPLITS
 from hotdog.core.params import load_params
 from hotdog.core.paths import Paths
@@ -27,10 +28,15 @@ def outputs(paths: Paths) -> list[Path]:
 def main() -> None:
     p = load_params(*PARAMS)
     short_side = eval_resize(p.train.image_size)
-    for split in SPLITS:
-        manifest = read_table(p.paths.manifest_file(split), MANIFEST, "manifest")
+    manifests = {split: read_table(p.paths.manifest_file(split), MANIFEST, "manifest") for split in SPLITS}
+    total, before = sum(m.num_rows for m in manifests.values()), 0
+    for split, manifest in manifests.items():
+        def told(share: float, before: int = before, rows: int = manifest.num_rows) -> None:  # the flow's bar
+            events.emit(events.Progress(stage="decode", done=(before + share * rows) / total))
+
         decode_split(p.paths.images, manifest, p.paths.decoded_file(split), short_side, os.cpu_count() or 1,
-                     f"decode {split}")
+                     f"decode {split}", told)
+        before += manifest.num_rows
         size = p.paths.decoded_file(split).stat().st_size / 2**20
         print(f"{split}: {manifest.num_rows} images decoded, shorter side {short_side} px, {size:.0f} MiB",
               flush=True)

@@ -5,6 +5,7 @@ import re
 import pytest
 import torch
 
+from hotdog.core import events
 from hotdog.core.errors import StageError
 from hotdog.core.names import CLASSES, RUNS
 from hotdog.core.params import load_params
@@ -92,7 +93,13 @@ def test_a_checkpoint_that_is_not_this_model_is_one_line(tmp_path):
     assert loaded.fc.out_features == 3
 
 
-def test_the_evaluate_stage_scores_both_checkpoints(capsys, decoded_project):
+@pytest.fixture
+def events_on(monkeypatch):
+    """The stages' events written to stdout, as under a flow (set before decoded_project runs decode)."""
+    monkeypatch.setenv(events.ENV, "1")
+
+
+def test_the_evaluate_stage_scores_both_checkpoints(capsys, events_on, decoded_project):
     from stages import _training
     from stages import evaluate as evaluate_stage
 
@@ -107,6 +114,11 @@ def test_the_evaluate_stage_scores_both_checkpoints(capsys, decoded_project):
         unit = "image" if desc.startswith("decode") else "batch"
         last = [line for line in out.splitlines() if line.startswith(f"{desc}: {unit} ")][-1:]
         assert last and re.fullmatch(rf"{desc}: {unit} (\d+)/\1", last[0]), (desc, out)
+    # And the share done, for the flow's progress bar: rising to the whole in each stage.
+    told = [e for e in map(events.parse, out.splitlines()) if isinstance(e, events.Progress)]
+    for stage in ("decode", "finetune", "scratch", "evaluate"):
+        done = [e.done for e in told if e.stage == stage]
+        assert len(done) >= 2 and done == sorted(done) and done[-1] == 1.0, (stage, done)
     p = load_params(*evaluate_stage.PARAMS)
     metrics = json.loads(p.paths.evaluation.read_text())
     predictions = read_table(p.paths.predictions, PREDICTIONS, "evaluate")

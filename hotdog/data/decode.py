@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -51,10 +51,10 @@ def decode_image(path: Path, short_side: int) -> tuple[int, int, bytes]:
     return pixels.shape[0], pixels.shape[1], pixels.tobytes()
 
 
-def decoded_batches(root: Path, manifest: pa.Table, short_side: int, workers: int,
-                    desc: str | None = None) -> Iterator[pa.RecordBatch]:
+def decoded_batches(root: Path, manifest: pa.Table, short_side: int, workers: int, desc: str | None = None,
+                    on_tenth: Callable[[float], None] | None = None) -> Iterator[pa.RecordBatch]:
     """The DECODED rows for a manifest, in its order, BATCH_ROWS at a time; progress by
-    image under `desc`."""
+    image under `desc` (hotdog.core.progress.tracked)."""
     paths = manifest.column("path").to_pylist()
     labels = manifest.column("label").to_pylist()
     files = [root / p for p in paths]
@@ -62,7 +62,7 @@ def decoded_batches(root: Path, manifest: pa.Table, short_side: int, workers: in
         decoded = pool.map(decode_image, files, [short_side] * len(files), chunksize=16)
         rows = []
         # A for loop, so that progress hears of the last image too.
-        for i, row in enumerate(tracked(decoded, len(files), desc, "image"), 1):
+        for i, row in enumerate(tracked(decoded, len(files), desc, "image", on_tenth), 1):
             rows.append(row)
             if len(rows) == BATCH_ROWS or i == len(files):
                 start = i - len(rows)
@@ -77,8 +77,9 @@ def decoded_batches(root: Path, manifest: pa.Table, short_side: int, workers: in
 
 
 def decode_split(root: Path, manifest: pa.Table, dest: Path, short_side: int, workers: int,
-                 desc: str | None = None) -> None:
+                 desc: str | None = None, on_tenth: Callable[[float], None] | None = None) -> None:
     """Decode one split's manifest images under `root` into the Arrow file `dest`, atomically;
-    it records the manifest's classes (hotdog.core.schema.with_classes). Progress under `desc`."""
+    it records the manifest's classes (hotdog.core.schema.with_classes). Progress as
+    decoded_batches shows it."""
     schema = DECODED.with_metadata(manifest.schema.metadata or {})
-    write_arrow(decoded_batches(root, manifest, short_side, workers, desc), dest, schema)
+    write_arrow(decoded_batches(root, manifest, short_side, workers, desc, on_tenth), dest, schema)

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import torch
 from torch.nn import functional as nnf
 
+from hotdog.core import events
 from hotdog.core.errors import StageError
 from hotdog.core.files import atomic_path
 from hotdog.core.schema import PREDICTIONS, with_classes
@@ -146,9 +147,12 @@ def evaluate(models: dict[str, Trained], views: EvalViews, paths: list[str], cla
     precision = pick_precision(precision_name, device)
     views = views.to(device)
     metrics, tables = {}, []
-    for run, trained in models.items():
+    for k, (run, trained) in enumerate(models.items()):
+        def told(share: float, k: int = k) -> None:  # the flow's progress bar, model by model
+            events.emit(events.Progress(stage="evaluate", done=(k + share) / len(models)))
+
         model = trained.module.to(device, memory_format=torch.channels_last)
-        logits, labels = predict(model, views, batch_size, device, precision, f"evaluate {run}")
+        logits, labels = predict(model, views, batch_size, device, precision, f"evaluate {run}", told)
         metrics[run], columns = score(logits, labels, classes)
         metrics[run].update(device=device.type, precision=precision)
         tables.append(pa.table({

@@ -4,7 +4,7 @@ evaluation and every later consumer share. Inputs come through transforms.eval_v
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -55,10 +55,11 @@ def forward(model: nn.Module, views: torch.Tensor, device: torch.device, precisi
         return model(x).float()
 
 
-def predict(model: nn.Module, views: EvalViews, batch_size: int, device: torch.device,
-            precision: str, desc: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fp32 logits, labels) on the CPU for every view, in order; progress under `desc`."""
-    count = -(-len(views.labels) // batch_size)
-    all_logits = [forward(model, x, device, precision) for x, _ in tracked(views.batches(batch_size), count, desc)]
+def predict(model: nn.Module, views: EvalViews, batch_size: int, device: torch.device, precision: str,
+            desc: str | None = None, on_tenth: Callable[[float], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp32 logits, labels) on the CPU for every view, in order; progress under `desc`
+    (hotdog.core.progress.tracked)."""
+    batches = tracked(views.batches(batch_size), -(-len(views.labels) // batch_size), desc, "batch", on_tenth)
+    all_logits = [forward(model, x, device, precision) for x, _ in batches]
     logits = torch.cat(all_logits) if all_logits else torch.empty(0, model.fc.out_features)
     return logits.cpu(), views.labels.cpu()
