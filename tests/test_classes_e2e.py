@@ -1,5 +1,6 @@
 """Your own images, through the real `dvc repro`: a 3-class set with train/ and test/, and a
-10-class set of class folders alone that the pipeline splits. Each ends with per-class
+10-class set of class folders alone that the pipeline splits, each with a LICENSE.txt the
+download stage leaves out. Each ends with per-class
 metrics by name, an N x N confusion, a report with its figures and `hotdog predict` by name."""
 
 import json
@@ -26,7 +27,8 @@ SETS = {
 def test_a_set_of_n_classes_runs_end_to_end_by_name(tmp_path, name):
     classes, per_class = SETS[name]
     files = tmp_path / "files"
-    sha1 = write_zip(files / f"{name}.zip", class_files(classes, per_class, top=name))
+    # A licence beside the class folders, as TensorFlow's flower_photos has: left out, and said so.
+    sha1 = write_zip(files / f"{name}.zip", {**class_files(classes, per_class, top=name), f"{name}/LICENSE.txt": b"CC-BY"})
     sha256 = write_weights(files / "weights.pth")
     project = copy_project(tmp_path / "project")
     write_params(project / "params.yaml", {
@@ -35,7 +37,9 @@ def test_a_set_of_n_classes_runs_end_to_end_by_name(tmp_path, name):
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "project")
 
-    assert started(dvc_repro(project)) == list(STAGES)
+    output = dvc_repro(project)
+    assert started(output) == list(STAGES)
+    assert f"left out 1 file(s) not named as images (1 .txt; e.g. {name}/LICENSE.txt)" in output
 
     manifest = json.loads((project / "metrics/manifest.json").read_text())
     assert manifest["classes"] == list(classes)

@@ -116,6 +116,31 @@ def test_splits_at_the_archive_root_work_too(tmp_path: Path) -> None:
     assert files_under(images) == sorted(GOOD)
 
 
+def test_files_not_named_as_images_are_left_out_and_counted(tmp_path: Path, capsys) -> None:
+    # TensorFlow's flower_photos, the set Keras's own-images tutorial uses, keeps a
+    # LICENSE.txt beside its class folders; people's folders hold notes, Windows' Thumbs.db
+    # and phones' HEIC photos. None is an image by name, and none stops the layout.
+    images = {f"flower_photos/{cls}/{i}.{ext}": b"img" for cls in ("daisy", "roses")
+              for i, ext in enumerate(["jpg", "JPG", "jpeg", "png"])}
+    others = ["flower_photos/LICENSE.txt", "flower_photos/daisy/Thumbs.db", "flower_photos/roses/IMG_1.HEIC",
+              "flower_photos/roses/notes.txt", "flower_photos/roses/README"]
+    archive = make_zip(tmp_path / "flower_photos.zip", {**images, **{name: b"x" for name in others}})
+    layout = extract(archive, tmp_path / "images", LIMIT)
+    assert layout.classes == ("daisy", "roses") and layout.prefix == "flower_photos/"
+    assert files_under(tmp_path / "images") == sorted(name.removeprefix("flower_photos/") for name in images)
+    assert layout.left_out == tuple(sorted(others))
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == (f"{archive}: left out 5 file(s) not named as images (2 .txt, 1 .db, 1 .heic, 1 without one; "
+                       "e.g. flower_photos/LICENSE.txt); the images taken end in .jpg .jpeg .jfif .png .bmp .gif "
+                       ".webp .tif .tiff: convert any photo among the others to JPEG or PNG to use it")
+    # A data set of no images at all says what it holds instead.
+    archive = make_zip(tmp_path / "heic.zip", {"a/1.heic": b"x", "b/2.HEIC": b"x", "b/notes.txt": b"x"})
+    with pytest.raises(StageError, match=r"heic.zip: no images found, only 3 other file\(s\) \(2 .heic, 1 .txt\); "
+                                         r"expected class folders of images ending in .jpg .jpeg"):
+        extract(archive, tmp_path / "none", LIMIT)
+    assert not (tmp_path / "none").exists()
+
+
 @pytest.mark.parametrize("top", ["", "signs/"])
 def test_class_folders_alone_are_extracted_as_they_are(tmp_path: Path, top: str) -> None:
     members = {f"{top}{cls}/{i}.png": b"png" for cls in ("0", "1", "2") for i in range(3)}

@@ -69,6 +69,23 @@ def test_a_packed_folder_depends_on_its_images_alone(tmp_path):
     assert not (tmp_path / "d.zip").exists()
 
 
+def test_files_beside_the_photos_are_left_out_and_change_nothing(tmp_path, capsys):
+    folder = photos(tmp_path)
+    (folder / "README.md").write_text("my photos")
+    (folder / "bee" / "labels.csv").write_text("0.png,bee")
+    first = describe(str(folder), None)
+    assert first["files"] == 18
+    assert pack(folder, tmp_path / "a.zip", LIMIT, None) == 18
+    assert capsys.readouterr().out.splitlines()[-1].startswith(
+        f"{folder}: left out 2 file(s) not named as images (1 .csv, 1 .md; e.g. README.md); the images taken end in")
+    with zipfile.ZipFile(tmp_path / "a.zip") as archive:
+        assert all(name.endswith(".png") for name in archive.namelist())
+    (folder / "README.md").write_text("my photos, described at length")  # no photo changed: nothing to re-run
+    assert describe(str(folder), None) == first
+    (folder / "cat" / "0.PNG").write_bytes((folder / "cat" / "1.png").read_bytes())  # one named in upper case
+    assert describe(str(folder), None)["files"] == 19
+
+
 @pytest.mark.timeout(E2E)
 def test_dvc_notices_a_photo_added_changed_or_removed(tmp_path):
     folder = photos(tmp_path / "mine", per_class=8)

@@ -83,6 +83,8 @@ def extract(zip_path: Path, dest: Path, max_bytes: int, classes: Sequence[str] |
         raise StageError(f"{zip_path}: corrupt zip archive ({err}); check data.url and data.sha1 "
                          f"in params.yaml") from None
     print(f"extracted {len(wanted):,} files of {len(chosen)} classes into {dest}", flush=True)
+    if layout.left_out:
+        print(layout.left_out_line(str(zip_path)), flush=True)
     return layout
 
 

@@ -12,6 +12,7 @@ names, so a zip's members and a folder's files are read the same way.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import PurePosixPath
 from typing import NamedTuple, Sequence
 
 from hotdog.core.errors import StageError
@@ -22,6 +23,26 @@ FOLDERS = "folders"  # class folders alone: the pipeline splits them
 MIN_CLASSES = 2
 MIN_IMAGES = 2  # a class the pipeline splits needs an image to train on and one to test
 
+# What counts as an image, by the file's suffix in any case, as Keras, fastai and Ultralytics
+# count theirs: the formats photos come in that Pillow reads. `hotdog predict` searches a
+# folder for the same. A fixed list rather than Pillow's registry, so which files a data set
+# holds cannot change with the Pillow version. Any other file (a LICENSE.txt beside the class
+# folders, a labels.csv, Windows' Thumbs.db, a phone's .heic) is left out, and the download
+# stage says so in one line. An image that does not decode is the manifest's reject, as before.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file's name says it is an image (IMAGE_SUFFIXES, any case)."""
+    return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def kinds_of(names: Sequence[str]) -> str:
+    """How many of each suffix `names` hold, the commonest first: "2 .txt, 1 .heic, 1 without one"."""
+    counts = Counter(PurePosixPath(n).suffix.lower() for n in names)
+    return ", ".join(f"{count} {suffix or 'without one'}" for suffix, count in
+                     sorted(counts.items(), key=lambda item: (-item[1], not item[0], item[0])))
+
 
 class Layout(NamedTuple):
     """A data set's layout: the folder its images are under, how they are laid out, and the
@@ -30,11 +51,20 @@ class Layout(NamedTuple):
     prefix: str  # "" or "top/": the folder everything is under, dropped on extraction
     kind: str  # SPLIT or FOLDERS
     files: dict[str, list[str]]  # class -> its files, relative to prefix, sorted
+    left_out: tuple[str, ...] = ()  # the files not named as images, as given, sorted
 
     @property
     def classes(self) -> tuple[str, ...]:
         """Every class folder found, sorted."""
         return tuple(sorted(self.files))
+
+    def left_out_line(self, where: str) -> str | None:
+        """One line on the files left out as no images, for the log; None when there are none."""
+        if not self.left_out:
+            return None
+        return (f"{where}: left out {len(self.left_out)} file(s) not named as images ({kinds_of(self.left_out)}; "
+                f"e.g. {self.left_out[0]}); the images taken end in {' '.join(IMAGE_SUFFIXES)}: convert any "
+                "photo among the others to JPEG or PNG to use it")
 
 
 def kind_of(tops: set[str]) -> str:
@@ -45,13 +75,18 @@ def kind_of(tops: set[str]) -> str:
 def detect(files: Sequence[str], where: str) -> Layout:
     """The layout of a data set from its files' relative POSIX names (junk already left out).
 
-    `where` names the archive or folder in the one-line error for a layout that is neither:
-    an image at the wrong depth, fewer than two classes, or train/ and test/ whose class
-    folders differ. In the SPLIT layout anything outside train/ and test/ is ignored, as a
-    README beside them would be."""
-    names = [n for n in files if n]
+    Only the files named as images count (IMAGE_SUFFIXES); the others are the layout's
+    `left_out`, wherever they are. `where` names the archive or folder in the one-line error
+    for a layout that is neither: an image at the wrong depth, fewer than two classes, or
+    train/ and test/ whose class folders differ. In the SPLIT layout any image outside train/
+    and test/ is ignored too."""
+    given = sorted(n for n in files if n)
+    names = [n for n in given if is_image_name(n)]
+    left_out = tuple(n for n in given if not is_image_name(n))
     if not names:
-        raise StageError(f"{where}: no files found; expected class folders of images; check data.url in params.yaml")
+        others = f", only {len(left_out)} other file(s) ({kinds_of(left_out)})" if left_out else ""
+        raise StageError(f"{where}: no images found{others}; expected class folders of images ending in "
+                         f"{' '.join(IMAGE_SUFFIXES)}; check data.url in params.yaml")
     tops = {n.split("/")[0] for n in names}
     prefix = ""
     if kind_of(tops) == FOLDERS and len(tops) == 1 and any(n.count("/") >= 2 for n in names):
@@ -83,7 +118,7 @@ def detect(files: Sequence[str], where: str) -> Layout:
             if len(parts) != 2:
                 raise wrong_depth(where, prefix + name, "<class>/<image>, or train/ and test/ each holding them")
             files.setdefault(parts[0], []).append(name)
-    layout = Layout(prefix, kind, {cls: sorted(found) for cls, found in files.items()})
+    layout = Layout(prefix, kind, {cls: sorted(found) for cls, found in files.items()}, left_out)
     check_classes(layout, where)
     return layout
 

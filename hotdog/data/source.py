@@ -3,7 +3,7 @@ local folder of images laid out as hotdog.data.layout describes.
 
 DVC tracks neither a URL's bytes nor a folder outside the repo, so the source stage, which
 DVC always runs, records the source in paths.source: for a zip its URL and digest,
-for a folder a digest of its listing (each file's path, size and modification time). The
+for a folder a digest of its images' listing (each one's path, size and modification time). The
 download stage depends on that record, so it runs again exactly when the source changed;
 a folder is then packed into a zip with fixed dates, so photos that did not change give the
 same bytes, and nothing after download runs again.
@@ -21,7 +21,7 @@ from hotdog.core.errors import StageError
 from hotdog.core.files import atomic_path, size_text
 from hotdog.data.archive import is_junk
 from hotdog.data.fetch import is_local, local_path
-from hotdog.data.layout import detect, select
+from hotdog.data.layout import detect, is_image_name, select
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say: every packing of the same files is byte-identical
 
@@ -61,7 +61,8 @@ def describe(url: str, sha1: str | None) -> dict:
         raise StageError(f"data.sha1 is set, but data.url names a folder ({folder}), whose images the manifest's "
                          "SHA-1s pin; set data.sha1: null in params.yaml")
     listing = hashlib.sha1()
-    files = folder_files(folder)
+    # Only the images: editing a README or notes beside them re-runs nothing.
+    files = [name for name in folder_files(folder) if is_image_name(name)]
     for name in files:
         stat = (folder / name).stat()
         listing.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
@@ -85,4 +86,6 @@ def pack(folder: Path, dest: Path, max_bytes: int, classes: list[str] | None) ->
             with (folder / name).open("rb") as src, archive.open(info, "w") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
     print(f"packed {len(names):,} images of {len(chosen)} classes from {folder} into {dest}", flush=True)
+    if layout.left_out:
+        print(layout.left_out_line(str(folder)), flush=True)
     return len(names)

@@ -12,9 +12,10 @@ from typing import NamedTuple
 
 from hotdog.core.files import size_text
 from hotdog.core.http import TIMEOUT, USER_AGENT
+from hotdog.data.layout import IMAGE_SUFFIXES, is_image_name
 
-# What a folder is searched for; a file named on the command line is tried whatever its name.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# A folder is searched for what the training data counts as images (IMAGE_SUFFIXES); a file
+# named on the command line is tried whatever its name.
 MAX_IMAGE_BYTES = 50 << 20  # per image: a photo is a few MiB; more is a mistake or an attack
 
 
@@ -41,7 +42,7 @@ def expand(inputs: Iterable[str]) -> Iterator[str | Unusable]:
         if is_url(given) or path.is_file():
             yield given
         elif path.is_dir():
-            found = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = sorted(str(p) for p in path.rglob("*") if is_image_name(p.name) and p.is_file())
             if not found:
                 yield Unusable(given, f"no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
             yield from found
