@@ -1,9 +1,11 @@
-"""DVC stage `download`: fetch the data set's zip (params `data`) and verify its SHA-1, or
-pack the local folder data.url names into one (hotdog.data.source); then extract its images,
-unless they would take more than runtime.max_unpacked_gib or the free space.
+"""DVC stage `download`: fetch the data set's archive, a zip or a tar (params `data`), and
+verify its SHA-1, or pack the local folder data.url names into a zip (hotdog.data.source);
+then extract its images (hotdog.data.archive), unless they would take more than
+runtime.max_unpacked_gib or the free space.
 
-Writes paths.zip and paths.images: {train,test}/<class>/ image files, or <class>/ image
-files when the data set is class folders alone (hotdog.data.layout).
+Writes paths.zip (the archive as fetched, or the packed folder) and paths.images:
+{train,test}/<class>/ image files, or <class>/ image files when the data set is class
+folders alone (hotdog.data.layout).
 Run from the repo root: python -m stages.download
 """
 

@@ -26,7 +26,7 @@ def main() -> None:
     p = load_params(*PARAMS)
     record = describe(p.data.url, p.data.sha1)
     write_json(p.paths.source, record)
-    what = f"a folder of {record['files']:,} files" if record["kind"] == "folder" else "a zip"
+    what = f"a folder of {record['files']:,} images" if record["kind"] == "folder" else "an archive (a zip or a tar)"
     print(f"source: {p.data.url} is {what}", flush=True)
 
 

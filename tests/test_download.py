@@ -4,9 +4,11 @@ real HTTP server on 127.0.0.1."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -32,6 +34,23 @@ LIMIT = 1 << 30  # max_bytes for extract(): far above what these archives hold
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fetch, "BASE_DELAY", 0.001)
+
+
+def make_tar(path: Path, members: dict[str, bytes], mode: str = "w:gz",
+             links: dict[str, str] | None = None) -> Path:
+    """A tar (compressed as `mode` says) holding these member names as given, and these
+    symbolic links (name -> target)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, mode) as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            archive.addfile(info)
+    return path
 
 
 def make_zip(path: Path, members: dict[str, bytes]) -> Path:
@@ -182,6 +201,50 @@ def test_a_bad_layout_is_one_line_and_writes_nothing(tmp_path: Path, members: di
     assert not (tmp_path / "images").exists()
 
 
+@pytest.mark.parametrize("mode, suffix", [("w:gz", "tgz"), ("w:bz2", "tar.bz2"), ("w:xz", "tar.xz"), ("w", "tar")])
+def test_a_tar_unpacks_as_the_same_zip_does(tmp_path: Path, mode: str, suffix: str) -> None:
+    # TensorFlow's flower_photos comes as a .tgz, as many data sets do; tar writes "./" first
+    # when it was given ".".
+    members = {f"./flower_photos/{cls}/{i}.jpg": f"{cls}{i}".encode() for cls in ("daisy", "roses") for i in range(3)}
+    junk = {"./flower_photos/LICENSE.txt": b"CC-BY", "./flower_photos/daisy/._0.jpg": b"x"}
+    archive = make_tar(tmp_path / f"flower_photos.{suffix}", {"./": b"", **members, **junk}, mode)
+    layout = extract(archive, tmp_path / "from-tar", LIMIT, ["roses", "daisy"])
+    same = make_zip(tmp_path / "flower_photos.zip", {k.removeprefix("./"): v for k, v in members.items()})
+    assert layout == extract(same, tmp_path / "from-zip", LIMIT, ["roses", "daisy"])._replace(
+        left_out=("flower_photos/LICENSE.txt",))
+    assert files_under(tmp_path / "from-tar") == files_under(tmp_path / "from-zip") == sorted(
+        k.removeprefix("./flower_photos/") for k in members)
+    for name in files_under(tmp_path / "from-tar"):
+        assert (tmp_path / "from-tar" / name).read_bytes() == (tmp_path / "from-zip" / name).read_bytes()
+
+
+@pytest.mark.parametrize("links, unsafe, line", [
+    ({"cat/2.png": "/etc/passwd"}, {}, r"member 'cat/2.png' is a link or a special file, not an image; refusing"),
+    ({}, {"cat/../../evil.png": b"x"}, r"unsafe member 'cat/../../evil.png' \(absolute or outside the target"),
+    ({}, {"/abs/evil.png": b"x"}, r"unsafe member '/abs/evil.png'"),
+])
+def test_a_tar_with_a_link_or_a_member_outside_is_refused_before_writing(tmp_path: Path, links, unsafe,
+                                                                        line: str) -> None:
+    members = {f"{cls}/{i}.png": b"png" for cls in ("cat", "dog") for i in range(2)}
+    archive = make_tar(tmp_path / "pets.tgz", {**members, **unsafe}, links=links)
+    with pytest.raises(StageError, match=line) as err:
+        extract(archive, tmp_path / "data" / "images", LIMIT)
+    assert str(err.value).startswith(f"{archive}: ") and "\n" not in str(err.value)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "evil.png").exists()
+
+
+def test_a_truncated_tar_or_no_archive_at_all_is_one_line(tmp_path: Path) -> None:
+    members = {f"{cls}/{i}.png": os.urandom(4096) for cls in ("cat", "dog") for i in range(4)}
+    whole = make_tar(tmp_path / "pets.tgz", members).read_bytes()
+    (tmp_path / "cut.tgz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(StageError, match=r"cut.tgz: corrupt tar archive \(.*\); check data.url and data.sha1"):
+        extract(tmp_path / "cut.tgz", tmp_path / "images", LIMIT)
+    (tmp_path / "page.html").write_text("<html>not found</html>")
+    with pytest.raises(StageError, match=r"page.html: neither a zip nor a tar archive; check data.url and data.sha1"):
+        extract(tmp_path / "page.html", tmp_path / "images", LIMIT)
+    assert not (tmp_path / "images").exists()
+
+
 def test_a_corrupt_zip_is_a_clear_error(tmp_path: Path) -> None:
     archive = tmp_path / "hotdog.zip"
     archive.write_bytes(b"PK\x03\x04 this is not really a zip" * 10)
@@ -214,6 +277,21 @@ def test_download_stage_fetches_and_extracts(tmp_path: Path, hotdog_zip: Path) -
         result = run_stage("stages.download", work)
     assert result.returncode == 0, result.stderr
     assert (work / "data/raw/hotdog.zip").read_bytes() == hotdog_zip.read_bytes()
+    assert files_under(work / "data/hotdog") == sorted(GOOD)
+
+
+def test_download_stage_fetches_and_extracts_a_tgz(tmp_path: Path) -> None:
+    served = make_tar(tmp_path / "www" / "flower_photos.tgz", {f"flowers/{name}": data for name, data in GOOD.items()})
+    work = tmp_path / "work"
+    work.mkdir()
+    sha1 = hashlib.sha1(served.read_bytes()).hexdigest()
+    with serve_directory(served.parent) as url:
+        write_params(work, data={"url": f"{url}/flower_photos.tgz", "sha1": sha1, "classes": None,
+                                 "test_fraction": 0.2})
+        result = run_stage("stages.download", work)
+    assert result.returncode == 0, result.stderr
+    # paths.zip keeps the archive as fetched, so `sha1sum` of it still gives data.sha1.
+    assert (work / "data/raw/hotdog.zip").read_bytes() == served.read_bytes()
     assert files_under(work / "data/hotdog") == sorted(GOOD)
 
 

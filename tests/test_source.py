@@ -30,7 +30,8 @@ def test_a_zip_is_recorded_by_url_and_digest_and_needs_one(tmp_path):
     assert folder_of("https://example.com/x.zip") is None and folder_of(str(tmp_path / "no.zip")) is None
     assert describe("https://example.com/x.zip", "a" * 40) == {"kind": "zip", "url": "https://example.com/x.zip",
                                                                  "sha1": "a" * 40}
-    with pytest.raises(StageError, match=r"^data.sha1 is null, but data.url names a zip \(https://example.com/x.zip\)"):
+    with pytest.raises(StageError, match=r"^data.sha1 is null, but data.url names an archive, not a folder "
+                                         r"\(https://example.com/x.zip\)"):
         describe("https://example.com/x.zip", None)
     with pytest.raises(StageError, match=r"^data.sha1 is set, but data.url names a folder .*set data.sha1: null"):
         describe(str(tmp_path), "a" * 40)

@@ -1,21 +1,39 @@
-"""Unpacking a data set's archive: only its images (hotdog.data.layout), never outside the
-target folder, never more than a size limit or the free disk space, with the layout checked
-before anything is written."""
+"""Unpacking a data set's archive, a zip or a tar (plain, gzip, bzip2 or xz, as torchvision's
+and Keras's downloads take them): only its images (hotdog.data.layout), only regular files,
+never outside the target folder, never more than a size limit or the free disk space, with
+the layout checked before anything is written."""
 
 from __future__ import annotations
 
+import lzma
 import re
 import shutil
+import tarfile
 import zipfile
 import zlib
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Sequence
+from typing import IO, Callable, Iterator, NamedTuple, Sequence
 
 from hotdog.core.errors import StageError
 from hotdog.core.files import atomic_path, size_text
 from hotdog.data.layout import Layout, detect, select
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# What a damaged archive raises while it is read: zipfile's and tarfile's own errors, and
+# those of the decompressors underneath; gzip's and bz2's are OSErrors without an errno, which
+# a disk's own errors always have.
+_CORRUPT = (zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError, EOFError)
+
+
+class Member(NamedTuple):
+    """One entry of an archive, whatever its format: its name, as a relative POSIX path for a
+    tar ("./" dropped), its declared size, and the format's own record of it."""
+
+    name: str
+    size: int
+    is_dir: bool
+    info: zipfile.ZipInfo | tarfile.TarInfo
 
 
 def is_junk(name: str) -> bool:
@@ -28,28 +46,64 @@ def is_junk(name: str) -> bool:
     return "__MACOSX" in parts or parts[-1] == ".DS_Store" or parts[-1].startswith("._")
 
 
-def safe_members(archive: zipfile.ZipFile, where: Path) -> list[zipfile.ZipInfo]:
+def kind_of_archive(path: Path) -> str:
+    """"zip" or "tar" (plain or compressed), from the file's bytes rather than its name."""
+    with path.open("rb") as f:
+        starts_as_zip = f.read(2) == b"PK"  # a damaged zip is still one, and says so when opened
+    if starts_as_zip or zipfile.is_zipfile(path):
+        return "zip"
+    if tarfile.is_tarfile(path):
+        return "tar"
+    raise StageError(f"{path}: neither a zip nor a tar archive; check data.url and data.sha1 in params.yaml")
+
+
+@contextmanager
+def opened(path: Path, kind: str) -> Iterator[tuple[list[Member], Callable[..., IO[bytes]]]]:
+    """(every member in archive order, a way to read one from its `info`) of a zip or a tar.
+
+    A tar's links and special files are refused outright: only regular files are ever
+    written, so none can point outside the target folder."""
+    if kind == "zip":
+        with zipfile.ZipFile(path) as archive:
+            yield [Member(i.filename, i.file_size, i.is_dir(), i) for i in archive.infolist()], archive.open
+        return
+    with tarfile.open(path, "r:*") as archive:
+        members = []
+        for info in archive:  # in order, so that reading them back only seeks forwards
+            name = info.name
+            while name.startswith("./"):
+                name = name[2:]
+            if name in ("", "."):
+                continue
+            if not (info.isreg() or info.isdir()):
+                raise StageError(f"{path}: member {info.name!r} is a link or a special file, not an image; "
+                                 "refusing to extract; check data.url in params.yaml")
+            members.append(Member(name, info.size, info.isdir(), info))
+        yield members, archive.extractfile
+
+
+def safe_members(members: list[Member], where: Path) -> list[Member]:
     """The archive's non-junk members; refuses any that would land outside the target folder."""
-    members = []
-    for info in archive.infolist():
-        name = info.filename
+    kept = []
+    for member in members:
+        name = member.name
         # Backslashes count as separators too: a zip made on Windows may use them.
         parts = name.replace("\\", "/").split("/")
         if name.startswith(("/", "\\")) or _DRIVE.match(name) or ".." in parts:
             raise StageError(f"{where}: unsafe member {name!r} (absolute or outside the target "
                              f"folder); refusing to extract; check data.url in params.yaml")
         if not is_junk(name):
-            members.append(info)
-    return members
+            kept.append(member)
+    return kept
 
 
-def check_size(members: list[zipfile.ZipInfo], where: Path, dest: Path, max_bytes: int) -> None:
+def check_size(members: list[Member], where: Path, dest: Path, max_bytes: int) -> None:
     """Refuse, before anything is written, an archive whose members say they unpack to more
     than `max_bytes` or than the free space where `dest` will be."""
     # The sizes come from the central directory. They bound what extraction can write:
     # zipfile's ZipExtFile stops at a member's declared file_size and then checks its CRC,
     # so a member that holds more than it declares fails as corrupt instead of filling the disk.
-    declared = sum(info.file_size for info in members if not info.is_dir())
+    declared = sum(m.size for m in members if not m.is_dir)
     if declared > max_bytes:
         raise StageError(f"{where}: its files would unpack to {size_text(declared)}, more than the "
                          f"{size_text(max_bytes)} that runtime.max_unpacked_gib allows (a zip bomb?); "
@@ -62,36 +116,37 @@ def check_size(members: list[zipfile.ZipInfo], where: Path, dest: Path, max_byte
                          f"in params.yaml")
 
 
-def extract(zip_path: Path, dest: Path, max_bytes: int, classes: Sequence[str] | None = None) -> Layout:
+def extract(archive_path: Path, dest: Path, max_bytes: int, classes: Sequence[str] | None = None) -> Layout:
     """Extract the archive's images into `dest`, atomically, after checking its layout
     (hotdog.data.layout): train/ and test/ as they are, or class folders alone, each without
     the one top folder they may be inside. Only the classes selected by `classes`
     (data.classes; None: all) are extracted. Returns the layout."""
+    kind = kind_of_archive(archive_path)
     try:
-        with zipfile.ZipFile(zip_path) as archive:
-            members = safe_members(archive, zip_path)  # before anything is written
-            files = {m.filename: m for m in members if not m.is_dir()}
-            layout = detect(list(files), str(zip_path))
-            chosen = set(select(layout.classes, classes, str(zip_path)))
-            wanted = [files[layout.prefix + name] for cls in sorted(chosen) for name in layout.files[cls]]
-            check_size(wanted, zip_path, Path(dest), max_bytes)
+        with opened(archive_path, kind) as (members, read):
+            members = safe_members(members, archive_path)  # before anything is written
+            files = {m.name: m for m in members if not m.is_dir}
+            layout = detect(list(files), str(archive_path))
+            chosen = set(select(layout.classes, classes, str(archive_path)))
+            wanted = {layout.prefix + name for cls in chosen for name in layout.files[cls]}
+            wanted_members = [m for m in members if m.name in wanted]  # archive order: a tar reads forwards
+            check_size(wanted_members, archive_path, Path(dest), max_bytes)
             with atomic_path(dest) as tmp:
                 tmp.mkdir()
-                for info in wanted:
-                    _extract_member(archive, info, tmp / info.filename[len(layout.prefix):])
-    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-        raise StageError(f"{zip_path}: corrupt zip archive ({err}); check data.url and data.sha1 "
+                for member in wanted_members:
+                    _extract_member(read, member, tmp / member.name[len(layout.prefix):])
+    except _CORRUPT + (OSError,) as err:
+        if isinstance(err, OSError) and not isinstance(err, _CORRUPT) and err.errno is not None:
+            raise  # the disk's trouble, not the archive's
+        raise StageError(f"{archive_path}: corrupt {kind} archive ({err}); check data.url and data.sha1 "
                          f"in params.yaml") from None
-    print(f"extracted {len(wanted):,} files of {len(chosen)} classes into {dest}", flush=True)
+    print(f"extracted {len(wanted_members):,} files of {len(chosen)} classes into {dest}", flush=True)
     if layout.left_out:
-        print(layout.left_out_line(str(zip_path)), flush=True)
+        print(layout.left_out_line(str(archive_path)), flush=True)
     return layout
 
 
-def _extract_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
-    if info.is_dir():
-        target.mkdir(parents=True, exist_ok=True)
-        return
+def _extract_member(read: Callable, member: Member, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    with archive.open(info) as src, target.open("wb") as out:
+    with read(member.info) as src, target.open("wb") as out:
         shutil.copyfileobj(src, out, 1 << 20)

@@ -1,4 +1,4 @@
-"""Where the data set comes from: a zip (http(s)://, file:// or a path) with its SHA-1, or a
+"""Where the data set comes from: a zip or a tar (http(s)://, file:// or a path) with its SHA-1, or a
 local folder of images laid out as hotdog.data.layout describes.
 
 DVC tracks neither a URL's bytes nor a folder outside the repo, so the source stage, which
@@ -54,8 +54,8 @@ def describe(url: str, sha1: str | None) -> dict:
     folder = folder_of(url)
     if folder is None:
         if sha1 is None:
-            raise StageError(f"data.sha1 is null, but data.url names a zip ({url}); set data.sha1 to the zip's "
-                             "SHA-1 (sha1sum <file>) in params.yaml")
+            raise StageError(f"data.sha1 is null, but data.url names an archive, not a folder ({url}); set data.sha1 "
+                             "to the archive's SHA-1 (sha1sum <file>) in params.yaml")
         return {"kind": "zip", "url": url, "sha1": sha1}
     if sha1 is not None:
         raise StageError(f"data.sha1 is set, but data.url names a folder ({folder}), whose images the manifest's "
