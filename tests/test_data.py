@@ -1,6 +1,7 @@
 import io
 import math
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -161,6 +162,50 @@ def test_the_decode_resize_is_torchvisions(size, mode):
         expected = np.asarray(F.resize(img.convert("RGB"), short_side, antialias=True), dtype=np.uint8)
         got = rgb_pixels(img, short_side)
         assert got.shape == expected.shape and np.array_equal(got, expected), (short_side, got.shape)
+
+
+# EXIF orientation -> how the stored pixels were turned from the upright photo (the
+# inverse of what a viewer applies; 2, 3, 4, 5 and 7 are their own inverses).
+STORED_AS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+             5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+             8: Image.Transpose.ROTATE_270}
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_photo_stored_sideways_with_its_orientation_tag_decodes_upright(tmp_path, fmt):
+    # A phone stores a portrait photo as its sensor read it, with an EXIF tag that viewers and
+    # browsers apply; decoding, `hotdog predict` and the report's thumbnails apply it too.
+    from hotdog.evaluation.report import load_thumbnail
+    from hotdog.serving.predict import test_view
+
+    rng = np.random.default_rng(1)
+    photo = Image.fromarray(rng.integers(0, 256, (6, 4, 3), dtype=np.uint8)).resize((48, 72), Image.NEAREST)
+    photo.save(tmp_path / f"upright.{fmt}", fmt, quality=100)
+    with Image.open(tmp_path / f"upright.{fmt}") as img:
+        expected = rgb_pixels(img, 32)
+    assert expected.shape == (48, 32, 3)
+    for orientation, turned in STORED_AS.items():
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"tagged-{orientation}.{fmt}"
+        photo.transpose(turned).save(path, fmt, exif=exif, quality=100)
+        assert Image.open(path).getexif()[0x0112] == orientation
+        h, w, pixels = decode_image(path, 32)
+        got = np.frombuffer(pixels, np.uint8).reshape(h, w, 3)
+        # A JPEG's blocks fall elsewhere once turned, so its pixels agree within its loss.
+        assert got.shape == expected.shape, orientation
+        assert np.abs(got.astype(int) - expected).mean() < (0.5 if fmt == "PNG" else 4), orientation
+        upright_view = test_view((tmp_path / f"upright.{fmt}").read_bytes(), 32)
+        assert (test_view(path.read_bytes(), 32).int() - upright_view.int()).abs().float().mean() < 4, orientation
+        assert load_thumbnail(path).size == load_thumbnail(tmp_path / f"upright.{fmt}").size == photo.size
+    # Without the tag, or with a damaged EXIF block, nothing is turned and nothing is lost.
+    photo.transpose(STORED_AS[6]).save(tmp_path / "plain.png")
+    assert decode_image(tmp_path / "plain.png", 32)[:2] == (32, 48)
+    damaged = b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03\xff\xff"  # cut short
+    photo.transpose(STORED_AS[6]).save(tmp_path / "damaged.jpg", "JPEG", exif=damaged)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow warns of the damage
+        assert decode_image(tmp_path / "damaged.jpg", 32)[:2] == (32, 48)
 
 
 def smooth_photo_and_its_decoded_copy(tmp_path, size):

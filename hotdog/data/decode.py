@@ -14,18 +14,20 @@ from PIL import Image
 from hotdog.core.errors import StageError
 from hotdog.core.progress import tracked
 from hotdog.core.schema import DECODED, write_arrow
+from hotdog.data.upright import upright
 
 BATCH_ROWS = 64
 
 
 def rgb_pixels(img: Image.Image, short_side: int) -> np.ndarray:
-    """HWC uint8 RGB pixels of an open image, its shorter side resized: the first half of
-    the test transform (transforms.eval_view is the second), shared with hotdog.serving.predict.
+    """HWC uint8 RGB pixels of an open image, turned upright (hotdog.data.upright), its
+    shorter side resized: the first half of the test transform (transforms.eval_view is the
+    second), shared with hotdog.serving.predict.
 
     This is torchvision's resize(img, short_side) of a PIL image, the same PIL call, without
     importing torch and torchvision (seconds) into the decode stage and its workers.
     tests/test_data.py checks it gives torchvision's pixels."""
-    rgb = img.convert("RGB")
+    rgb = upright(img).convert("RGB")
     size = resized_size(rgb.width, rgb.height, short_side)
     return np.asarray(rgb if size == rgb.size else rgb.resize(size, Image.BILINEAR), dtype=np.uint8)
 

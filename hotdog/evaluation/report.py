@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from hotdog.core.names import RUNS, SPLITS
 from hotdog.core.paths import Paths
+from hotdog.data.upright import upright
 from hotdog.evaluation.calibration import ECE_BINS, calibration_bins
 from hotdog.evaluation.results import (
     PRODUCERS,
@@ -89,10 +90,11 @@ def read_inputs(paths: Paths) -> Inputs:
 
 
 def load_thumbnail(path: Path, size: int = THUMBNAIL_PX) -> Image.Image:
-    """An image as RGB, shrunk to fit `size` pixels (grey, palette and CMYK files exist)."""
+    """An image as RGB, upright as decoding makes it, shrunk to fit `size` pixels (grey,
+    palette and CMYK files exist)."""
     try:
         with Image.open(path) as img:
-            rgb = img.convert("RGB")
+            rgb = upright(img).convert("RGB")
     except FileNotFoundError:
         raise missing(path, PRODUCERS["images"]) from None
     except (UnidentifiedImageError, OSError) as err:
