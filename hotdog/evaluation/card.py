@@ -19,6 +19,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from hotdog.core.errors import StageError
+from hotdog.core.markdown import table
 from hotdog.core.names import RUNS, SPLITS
 from hotdog.core.params import RunParams, TrainParams, WeightsParams
 from hotdog.core.paths import Paths
@@ -308,11 +309,6 @@ def interval_text(iv: Interval) -> str:
     return f"{_num(iv.value)} ({_num(iv.low)}–{_num(iv.high)})"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""]
-
-
 def _title(classes: Sequence[str], d2l: bool) -> list[str]:
     if d2l:
         return ["# Model card: hotdog recognition, ResNet-18 fine-tuned and from scratch", ""]
@@ -371,7 +367,7 @@ def _data_section(recipe: Recipe, evidence: Evidence, paths: Paths) -> list[str]
     rows = [(cls, *(f"{split[s]['per_class'][cls]} ({split[s]['per_class'][cls] / max(totals[s], 1):.1%})"
                     for s in SPLITS)) for cls in classes]
     return [*lines, "", "Images per class (share of the split):", "",
-            *_table(("class", *SPLITS), [*rows, ("total", *(totals[s] for s in SPLITS))])]
+            *table(("class", *SPLITS), [*rows, ("total", *(totals[s] for s in SPLITS))])]
 
 
 def _lr_text(params: RunParams) -> tuple[str, str]:
@@ -395,7 +391,7 @@ def _recipe_section(recipe: Recipe, evidence: Evidence, paths: Paths) -> list[st
     ]
     prefix = "" if len(w.sha256) == 64 else ", a prefix"
     epochs = f"{s.epochs} epoch" + ("" if s.epochs == 1 else "s")
-    return ["## Recipe", "", *_table(("", *(RUN_TITLES[r] for r in RUNS)), rows),
+    return ["## Recipe", "", *table(("", *(RUN_TITLES[r] for r in RUNS)), rows),
             f"Both: ResNet-18 with a {len(evidence.classes)}-way output layer, {epochs} of SGD on the loss "
             f"summed over each batch of {s.batch_size} images (as d2l), weight decay {s.weight_decay:g}, seed "
             f"{recipe.seed}. Training images are random crops (random scale and aspect ratio) resized to "
@@ -429,7 +425,7 @@ def _metrics_section(scores: dict[str, Scores], evidence: Evidence, d2l: bool) -
                 "GPUs." if d2l else
                 "d2l's published figures are for its hotdog.zip, which data.sha1 does not name, so they are not "
                 "shown.")
-    return [f"## Metrics (test split, {scores[RUNS[0]].images} images)", "", *_table(header, rows),
+    return [f"## Metrics (test split, {scores[RUNS[0]].images} images)", "", *table(header, rows),
             f"In brackets: the {LEVEL:.0%} bootstrap interval, the {50 * (1 - LEVEL):g}th and "
             f"{50 * (1 + LEVEL):g}th percentiles over {RESAMPLES} resamples of the test images (with replacement, "
             f"seed {BOOTSTRAP_SEED}). It shows how much a figure depends on which images the test split happens "

@@ -9,12 +9,13 @@ import textwrap
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from matplotlib.figure import Figure  # without pyplot: Agg canvas, no global state
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 
+from hotdog.core.markdown import table
 from hotdog.core.names import RUNS, SPLITS
 from hotdog.core.paths import Paths
 from hotdog.data.upright import upright
@@ -191,12 +192,6 @@ def param_rows(keys: dict[str, Any], sections: dict[str, BaseModel]) -> list[tup
 # ---------------------------------------------------------------- markdown
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines + [""]
-
-
 def _results_notes(evaluation: dict, d2l: bool) -> list[str]:
     classes = evaluated_classes(evaluation)
     auc = (f"ROC-AUC is of the probability of {classes[0]}, for {classes[0]} against {classes[1]}"
@@ -212,24 +207,24 @@ def _results_notes(evaluation: dict, d2l: bool) -> list[str]:
 
 
 def _results_section(summaries: dict, evaluation: dict, d2l: bool) -> list[str]:
-    table = _table(comparison_header(evaluation), comparison_rows(summaries, evaluation, d2l))
-    return [*table, *_results_notes(evaluation, d2l)]
+    rows = table(comparison_header(evaluation), comparison_rows(summaries, evaluation, d2l))
+    return [*rows, *_results_notes(evaluation, d2l)]
 
 
-def _per_class_table(evaluation: dict) -> list[str]:
+def _per_classtable(evaluation: dict) -> list[str]:
     header = ["class", "support"] + [f"{RUN_TITLES[run]} {m}" for run in RUNS for m in ("precision", "recall", "F1")]
     rows = []
     for cls in evaluated_classes(evaluation):
         scores = [evaluation[run]["per_class"][cls] for run in RUNS]
         rows.append((cls, int(scores[0]["support"]),
                      *(f"{s[m]:.3f}" for s in scores for m in ("precision", "recall", "f1"))))
-    return _table(header, rows)
+    return table(header, rows)
 
 
-def _data_table(counts: dict[str, dict[str, int]]) -> list[str]:
+def _datatable(counts: dict[str, dict[str, int]]) -> list[str]:
     splits = list(counts)
     rows = [(cls, *(counts[s][cls] for s in splits)) for cls in counts[splits[0]]]
-    return _table(("class", *splits), rows + [("total", *(sum(counts[s].values()) for s in splits))])
+    return table(("class", *splits), rows + [("total", *(sum(counts[s].values()) for s in splits))])
 
 
 def _mistakes_lines(mistakes: dict[str, dict]) -> list[str]:
@@ -282,9 +277,9 @@ def render_markdown(summaries: dict, evaluation: dict, counts: dict, params: lis
     lines = [
         *_title(classes, d2l),
         "## Results", "", *_results_section(summaries, evaluation, d2l),
-        "## Per class (test set)", "", *_per_class_table(evaluation),
-        "## Params", "", *_table(("param", "value"), params),
-        "## Data", "", *_data_table(counts),
+        "## Per class (test set)", "", *_per_classtable(evaluation),
+        "## Params", "", *table(("param", "value"), params),
+        "## Data", "", *_datatable(counts),
         "## Figures", "", *_figures_section(classes, mistakes),
     ]
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -16,6 +16,7 @@ from typing import Any, Callable, NamedTuple
 from matplotlib.figure import Figure
 
 from hotdog.core.files import atomic_path
+from hotdog.core.markdown import table
 from hotdog.core.names import RUNS
 from hotdog.core.params import PARAMS_FILE, read_params
 from hotdog.core.paths import Paths
@@ -145,9 +146,8 @@ def render_markdown(shared: dict[str, Any], rows: list[Row], figure: str) -> str
     if shared:
         lines += ["Every experiment here also sets: "
                   + ", ".join(f"`{k}={dvc_value(v)}`" for k, v in sorted(shared.items())) + ".", ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    lines += ["", "Test accuracy after each epoch, per experiment:", "", f"![test accuracy per epoch]({figure})", ""]
+    lines += table(header, body)
+    lines += ["Test accuracy after each epoch, per experiment:", "", f"![test accuracy per epoch]({figure})", ""]
     return "\n".join(lines)
 
 
