@@ -37,6 +37,8 @@ from benchmarks.tiny import ENV, write_params
 from hotdog.core import events
 from hotdog.core.files import atomic_path, file_digest, write_json
 from hotdog.core.names import RUNS, STAGES
+from hotdog.data.archive import kind_of_archive, opened
+from hotdog.data.layout import is_image_name
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
@@ -145,12 +147,12 @@ def stand_in_weights(dest: Path) -> Path:
 
 
 def data_params(data: Path) -> tuple[dict, str]:
-    """The params that point data.url at a local zip (with its SHA-1) or folder, and words for it."""
+    """The params that point data.url at a local archive (with its SHA-1) or folder, and words for it."""
     if data.is_dir():
         return {"data.url": str(data), "data.sha1": None}, f"the folder {data}"
-    with zipfile.ZipFile(data) as zf:
-        images = sum(1 for name in zf.namelist() if not name.endswith("/"))
-    return {"data.url": str(data), "data.sha1": file_digest(data, "sha1")}, f"{data.name} ({images} files)"
+    with opened(data, kind_of_archive(data)) as (members, _):
+        images = sum(1 for m in members if not m.is_dir and is_image_name(m.name))
+    return {"data.url": str(data), "data.sha1": file_digest(data, "sha1")}, f"{data.name} ({images} images)"
 
 
 def run_repro(project: Path, log: Path) -> tuple[float, list[StageTimes], int]:
@@ -271,7 +273,7 @@ def commit() -> str:
 
 def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.e2e", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="hotdog.zip or a folder of labelled photos "
+    parser.add_argument("--data", type=Path, help="hotdog.zip, another zip or tar, or a folder of labelled photos "
                         "(default: data/raw/hotdog.zip if present, else the synthetic set)")
     parser.add_argument("--train", type=int, default=1000, help="synthetic train images per class")
     parser.add_argument("--test", type=int, default=400, help="synthetic test images per class")

@@ -13,7 +13,7 @@ def check_e2e_entry(results: str, timeline: Path, images: int, epochs: int) -> N
     """What an e2e run with --record leaves: an entry naming every stage, a timeline PNG the
     entry links, and raw figures in which each stage's times are its own, in order."""
     assert "python -m benchmarks.e2e " in results
-    assert f"Data: hotdog.zip ({images} files)" in results  # the synthetic JPEGs, zipped as hotdog.zip is
+    assert f"Data: hotdog.zip ({images} images)" in results  # the synthetic JPEGs, zipped as hotdog.zip is
     assert "cores" in results and "Code: commit " in results  # the machine and the code are named
     for stage in STAGES:
         assert f"\n| {stage} | " in results
