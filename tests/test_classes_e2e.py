@@ -1,4 +1,4 @@
-"""Your own images, through the real `dvc repro`: a 3-class set with train/ and test/, and a
+"""Your own images, through the real `dvc repro`: a 3-class set with train/ and val/, and a
 10-class set of class folders alone that the pipeline splits, each with a LICENSE.txt the
 download stage leaves out. Each ends with per-class
 metrics by name, an N x N confusion, a report with its figures and `hotdog predict` by name."""
@@ -18,7 +18,8 @@ pytestmark = pytest.mark.timeout(E2E)  # whole pipeline runs
 
 SETS = {
     # name: (classes, images per class: a dict for train/ and test/, an int for folders alone)
-    "pets-3-split": (("cat", "dog", "fox"), {"train": 8, "test": 4}),
+    # train/ and val/, as Ultralytics keeps a classification set: val/ is the test split.
+    "pets-3-split": (("cat", "dog", "fox"), {"train": 8, "val": 4}),
     "signs-10-folders": (tuple(str(i) for i in range(10)), 16),
 }
 
@@ -40,6 +41,7 @@ def test_a_set_of_n_classes_runs_end_to_end_by_name(tmp_path, name):
     output = dvc_repro(project)
     assert started(output) == list(STAGES)
     assert f"left out 1 file(s) not named as images (1 .txt; e.g. {name}/LICENSE.txt)" in output
+    assert ("val/ is the test split" in output) == isinstance(per_class, dict)
 
     manifest = json.loads((project / "metrics/manifest.json").read_text())
     assert manifest["classes"] == list(classes)

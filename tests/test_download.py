@@ -160,6 +160,37 @@ def test_files_not_named_as_images_are_left_out_and_counted(tmp_path: Path, caps
     assert not (tmp_path / "none").exists()
 
 
+@pytest.mark.parametrize("held_out", ["val", "valid", "validation"])
+def test_a_val_folder_beside_train_is_the_test_split(tmp_path: Path, held_out: str, capsys) -> None:
+    # Ultralytics' classification sets come as train/ and val/, fastai's as train/ and valid/,
+    # Hugging Face's as train/ and validation/: each is unpacked as train/ and test/.
+    members = {f"pets/{split}/{cls}/{i}.png": f"{split}{cls}{i}".encode()
+               for split in ("train", held_out) for cls in ("cat", "dog") for i in range(2)}
+    archive = make_zip(tmp_path / "pets.zip", members)
+    layout = extract(archive, tmp_path / "images", LIMIT)
+    assert layout.kind == "split" and layout.held_out == held_out and layout.classes == ("cat", "dog")
+    assert files_under(tmp_path / "images") == sorted(
+        name.removeprefix("pets/").replace(f"{held_out}/", "test/") for name in members)
+    assert (tmp_path / "images/test/dog/1.png").read_bytes() == f"{held_out}dog1".encode()
+    assert capsys.readouterr().out.splitlines()[-1] == f"{archive}: {held_out}/ is the test split"
+
+
+def test_test_is_the_test_split_when_val_is_there_too(tmp_path: Path, capsys) -> None:
+    members = {f"{split}/{cls}/{i}.png": b"png" for split in ("train", "val", "test", "validation")
+               for cls in ("cat", "dog") for i in range(2)}
+    archive = make_zip(tmp_path / "pets.zip", members)
+    layout = extract(archive, tmp_path / "images", LIMIT)
+    assert layout.held_out == "test" and layout.unused == ("val", "validation")
+    assert files_under(tmp_path / "images") == sorted(m for m in members if m.startswith(("train/", "test/")))
+    assert capsys.readouterr().out.splitlines()[-1] == f"{archive}: test/ is the test split; left out: val/, validation/"
+    # Its class folders must match train's, as test/'s must.
+    members = {k: v for k, v in members.items() if not k.startswith("test/")}
+    members = {k: v for k, v in members.items() if not k.startswith("val/dog/")}
+    with pytest.raises(StageError, match=r"train/ and val/ hold different class folders \(only in train/: \['dog'\]; "
+                                         r"only in val/: none\)"):
+        extract(make_zip(tmp_path / "uneven.zip", members), tmp_path / "uneven", LIMIT)
+
+
 @pytest.mark.parametrize("top", ["", "signs/"])
 def test_class_folders_alone_are_extracted_as_they_are(tmp_path: Path, top: str) -> None:
     members = {f"{top}{cls}/{i}.png": b"png" for cls in ("0", "1", "2") for i in range(3)}

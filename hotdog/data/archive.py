@@ -134,15 +134,16 @@ def extract(archive_path: Path, dest: Path, max_bytes: int, classes: Sequence[st
             with atomic_path(dest) as tmp:
                 tmp.mkdir()
                 for member in wanted_members:
-                    _extract_member(read, member, tmp / member.name[len(layout.prefix):])
+                    _extract_member(read, member, tmp / layout.unpacked_name(member.name[len(layout.prefix):]))
     except _CORRUPT + (OSError,) as err:
         if isinstance(err, OSError) and not isinstance(err, _CORRUPT) and err.errno is not None:
             raise  # the disk's trouble, not the archive's
         raise StageError(f"{archive_path}: corrupt {kind} archive ({err}); check data.url and data.sha1 "
                          f"in params.yaml") from None
     print(f"extracted {len(wanted_members):,} files of {len(chosen)} classes into {dest}", flush=True)
-    if layout.left_out:
-        print(layout.left_out_line(str(archive_path)), flush=True)
+    for line in (layout.split_line(str(archive_path)), layout.left_out_line(str(archive_path))):
+        if line:
+            print(line, flush=True)
     return layout
 
 

@@ -1,7 +1,8 @@
 """Where a data set keeps its images, and so its classes.
 
 Two layouts, each at the top of the archive or folder, or inside one top folder:
-- `train/` and `test/`, each holding the same class folders of images (d2l's hotdog.zip);
+- `train/` and `test/`, each holding the same class folders of images (d2l's hotdog.zip),
+  where `val/`, `valid/` or `validation/` may stand in for `test/` (HELD_OUT);
 - class folders of images alone, which the manifest stage splits (hotdog.data.split).
 
 The classes are the class folders' names, sorted as torchvision's ImageFolder sorts them,
@@ -22,6 +23,10 @@ SPLIT = "split"  # train/ and test/ given
 FOLDERS = "folders"  # class folders alone: the pipeline splits them
 MIN_CLASSES = 2
 MIN_IMAGES = 2  # a class the pipeline splits needs an image to train on and one to test
+# The folder beside train/ that is the test split, the first of these a data set has: d2l's
+# hotdog.zip has test/, Ultralytics' sets val/, fastai's valid/, Hugging Face's validation/.
+# It is unpacked as test/, and any other of them is left out (said so in one line).
+HELD_OUT = (SPLITS[1], "val", "valid", "validation")
 
 # What counts as an image, by the file's suffix in any case, as Keras, fastai and Ultralytics
 # count theirs: the formats photos come in that Pillow reads. `hotdog predict` searches a
@@ -52,11 +57,27 @@ class Layout(NamedTuple):
     kind: str  # SPLIT or FOLDERS
     files: dict[str, list[str]]  # class -> its files, relative to prefix, sorted
     left_out: tuple[str, ...] = ()  # the files not named as images, as given, sorted
+    held_out: str = SPLITS[1]  # SPLIT: the folder beside train/ that is the test split
+    unused: tuple[str, ...] = ()  # SPLIT: the other HELD_OUT folders the data set has, left out
 
     @property
     def classes(self) -> tuple[str, ...]:
         """Every class folder found, sorted."""
         return tuple(sorted(self.files))
+
+    def unpacked_name(self, name: str) -> str:
+        """Where the file `name` (relative to `prefix`) goes in the images folder: the same,
+        but for the held-out folder, which becomes test/."""
+        if self.kind == SPLIT and name.startswith(f"{self.held_out}/"):
+            return f"{SPLITS[1]}/{name[len(self.held_out) + 1:]}"
+        return name
+
+    def split_line(self, where: str) -> str | None:
+        """One line on which folder is the test split, when it is not test/ alone; else None."""
+        if self.kind != SPLIT or (self.held_out == SPLITS[1] and not self.unused):
+            return None
+        unused = f"; left out: {', '.join(f'{u}/' for u in self.unused)}" if self.unused else ""
+        return f"{where}: {self.held_out}/ is the test split{unused}"
 
     def left_out_line(self, where: str) -> str | None:
         """One line on the files left out as no images, for the log; None when there are none."""
@@ -67,9 +88,16 @@ class Layout(NamedTuple):
                 "photo among the others to JPEG or PNG to use it")
 
 
+def held_out_of(tops: set[str]) -> str | None:
+    """The test split's folder when train/ is at the top beside one of HELD_OUT, else None."""
+    if SPLITS[0] not in tops:
+        return None
+    return next((name for name in HELD_OUT if name in tops), None)
+
+
 def kind_of(tops: set[str]) -> str:
-    """SPLIT when train/ and test/ are both at the top, else FOLDERS."""
-    return SPLIT if set(SPLITS) <= tops else FOLDERS
+    """SPLIT when train/ and test/ (or val/, valid/, validation/) are at the top, else FOLDERS."""
+    return SPLIT if held_out_of(tops) else FOLDERS
 
 
 def detect(files: Sequence[str], where: str) -> Layout:
@@ -79,7 +107,7 @@ def detect(files: Sequence[str], where: str) -> Layout:
     `left_out`, wherever they are. `where` names the archive or folder in the one-line error
     for a layout that is neither: an image at the wrong depth, fewer than two classes, or
     train/ and test/ whose class folders differ. In the SPLIT layout any image outside train/
-    and test/ is ignored too."""
+    and the held-out folder (HELD_OUT) is ignored too."""
     given = sorted(n for n in files if n)
     names = [n for n in given if is_image_name(n)]
     left_out = tuple(n for n in given if not is_image_name(n))
@@ -96,29 +124,32 @@ def detect(files: Sequence[str], where: str) -> Layout:
         names = [n[len(prefix):] for n in names]
         tops = {n.split("/")[0] for n in names}
     kind = kind_of(tops)
+    held_out = held_out_of(tops) or SPLITS[1]
     files: dict[str, list[str]] = {}
     if kind == SPLIT:
         per_split: dict[str, set[str]] = {}
         for name in names:
             parts = name.split("/")
-            if parts[0] not in SPLITS:
+            if parts[0] not in (SPLITS[0], held_out):
                 continue
             if len(parts) != 3:
                 raise wrong_depth(where, prefix + name, f"{parts[0]}/<class>/<image>")
             per_split.setdefault(parts[0], set()).add(parts[1])
             files.setdefault(parts[1], []).append(name)
-        train, test = (per_split.get(s, set()) for s in SPLITS)
+        train, test = (per_split.get(s, set()) for s in (SPLITS[0], held_out))
         if train != test:
-            raise StageError(f"{where}: train/ and test/ hold different class folders (only in train/: "
-                             f"{sorted(train - test) or 'none'}; only in test/: {sorted(test - train) or 'none'}); "
-                             "give both the same classes; check data.url in params.yaml")
+            raise StageError(f"{where}: train/ and {held_out}/ hold different class folders (only in train/: "
+                             f"{sorted(train - test) or 'none'}; only in {held_out}/: "
+                             f"{sorted(test - train) or 'none'}); give both the same classes; check data.url "
+                             "in params.yaml")
     else:
         for name in names:
             parts = name.split("/")
             if len(parts) != 2:
                 raise wrong_depth(where, prefix + name, "<class>/<image>, or train/ and test/ each holding them")
             files.setdefault(parts[0], []).append(name)
-    layout = Layout(prefix, kind, {cls: sorted(found) for cls, found in files.items()}, left_out)
+    unused = tuple(name for name in HELD_OUT if name in tops and name != held_out) if kind == SPLIT else ()
+    layout = Layout(prefix, kind, {cls: sorted(found) for cls, found in files.items()}, left_out, held_out, unused)
     check_classes(layout, where)
     return layout
 
