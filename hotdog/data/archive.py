@@ -100,9 +100,10 @@ def safe_members(members: list[Member], where: Path) -> list[Member]:
 def check_size(members: list[Member], where: Path, dest: Path, max_bytes: int) -> None:
     """Refuse, before anything is written, an archive whose members say they unpack to more
     than `max_bytes` or than the free space where `dest` will be."""
-    # The sizes come from the central directory. They bound what extraction can write:
-    # zipfile's ZipExtFile stops at a member's declared file_size and then checks its CRC,
-    # so a member that holds more than it declares fails as corrupt instead of filling the disk.
+    # The sizes come from a zip's central directory or a tar's headers. They bound what
+    # extraction can write: zipfile's ZipExtFile stops at a member's declared file_size and
+    # then checks its CRC, so a member that holds more than it declares fails as corrupt
+    # instead of filling the disk; a tar member's data is its header's size, by the format.
     declared = sum(m.size for m in members if not m.is_dir)
     if declared > max_bytes:
         raise StageError(f"{where}: its files would unpack to {size_text(declared)}, more than the "
