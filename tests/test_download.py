@@ -397,8 +397,9 @@ def test_the_expected_shapes_are_resnet18s() -> None:
 # --- declared sizes -------------------------------------------------------------------
 
 
-def test_an_archive_over_the_limit_is_refused_before_writing(tmp_path: Path) -> None:
-    archive = make_zip(tmp_path / "hotdog.zip", GOOD)
+@pytest.mark.parametrize("make", [make_zip, make_tar], ids=["zip", "tgz"])
+def test_an_archive_over_the_limit_is_refused_before_writing(tmp_path: Path, make) -> None:
+    archive = make(tmp_path / "hotdog.archive", GOOD)
     images = tmp_path / "data" / "hotdog"
     limit = sum(len(v) for v in GOOD.values()) - 1
     with pytest.raises(StageError, match=f"unpack to 24 B, more than the {limit} B that runtime.max_unpacked_gib"):
