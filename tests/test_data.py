@@ -203,9 +203,19 @@ def test_a_photo_stored_sideways_with_its_orientation_tag_decodes_upright(tmp_pa
     assert decode_image(tmp_path / "plain.png", 32)[:2] == (32, 48)
     damaged = b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03\xff\xff"  # cut short
     photo.transpose(STORED_AS[6]).save(tmp_path / "damaged.jpg", "JPEG", exif=damaged)
+    # A readable orientation beside a malformed tag (the camera's Make, meant as text, written
+    # as a number), on which Pillow's exif_transpose fails as it rewrites the block: turned.
+    ifd = (struct.pack(">H", 2) + struct.pack(">HHII", 0x010F, 5, 1, 38) + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)
+           + struct.pack(">I", 0))
+    odd_make = b"Exif\x00\x00MM\x00\x2a" + struct.pack(">I", 8) + ifd + struct.pack(">II", 2, 3)
+    photo.transpose(STORED_AS[6]).save(tmp_path / "odd-make.png", exif=odd_make)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow warns of the damage
         assert decode_image(tmp_path / "damaged.jpg", 32)[:2] == (32, 48)
+        assert Image.open(tmp_path / "odd-make.png").getexif()[0x0112] == 6
+        h, w, pixels = decode_image(tmp_path / "odd-make.png", 32)
+        assert np.array_equal(np.frombuffer(pixels, np.uint8).reshape(h, w, 3), expected) if fmt == "PNG" else True
+        assert load_thumbnail(tmp_path / "odd-make.png").size == photo.size
 
 
 def smooth_photo_and_its_decoded_copy(tmp_path, size):

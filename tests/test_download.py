@@ -150,8 +150,16 @@ def test_files_not_named_as_images_are_left_out_and_counted(tmp_path: Path, caps
     assert layout.left_out == tuple(sorted(others))
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == (f"{archive}: left out 5 file(s) not named as images (2 .txt, 1 .db, 1 .heic, 1 without one; "
-                       "e.g. flower_photos/LICENSE.txt); the images taken end in .jpg .jpeg .jfif .png .bmp .gif "
-                       ".webp .tif .tiff: convert any photo among the others to JPEG or PNG to use it")
+                       "e.g. flower_photos/LICENSE.txt); the images taken end in .jpg .jpeg .jpe .jfif .png .bmp "
+                       ".gif .webp .tif .tiff .ppm .pgm .pbm .pnm: convert any photo among the others to JPEG or PNG "
+                       "to use it")
+    # A class folder of no images at all would drop out of the classes: that stops the stage.
+    archive = make_zip(tmp_path / "phone.zip", {**images, "flower_photos/tulips/IMG_2.HEIC": b"x",
+                                                "flower_photos/tulips/IMG_3.HEIC": b"x"})
+    with pytest.raises(StageError, match=r"phone.zip: class folder 'tulips' holds 2 file\(s\) but no image named as "
+                                         r"one \(2 .heic; e.g. flower_photos/tulips/IMG_2.HEIC\); convert them"):
+        extract(archive, tmp_path / "phone", LIMIT)
+    assert not (tmp_path / "phone").exists()
     # A data set of no images at all says what it holds instead.
     archive = make_zip(tmp_path / "heic.zip", {"a/1.heic": b"x", "b/2.HEIC": b"x", "b/notes.txt": b"x"})
     with pytest.raises(StageError, match=r"heic.zip: no images found, only 3 other file\(s\) \(2 .heic, 1 .txt\); "
@@ -262,6 +270,27 @@ def test_a_tar_with_a_link_or_a_member_outside_is_refused_before_writing(tmp_pat
         extract(archive, tmp_path / "data" / "images", LIMIT)
     assert str(err.value).startswith(f"{archive}: ") and "\n" not in str(err.value)
     assert not (tmp_path / "data").exists() and not (tmp_path / "evil.png").exists()
+
+
+def test_a_tar_is_known_by_its_start_not_by_what_its_last_member_holds(tmp_path: Path) -> None:
+    # An uncompressed tar whose last member is a zip ends with a zip's end record, which is
+    # all zipfile.is_zipfile looks for; and the first member's name may start with "PK".
+    inner = make_zip(tmp_path / "extras.zip", {"x/0.png": b"x", "y/0.png": b"y"}).read_bytes()
+    members = {f"PKLot/{cls}/{i}.png": b"png" for cls in ("empty", "occupied") for i in range(2)}
+    archive = make_tar(tmp_path / "pklot.tar", {**members, "PKLot/extras.zip": inner}, "w")
+    layout = extract(archive, tmp_path / "images", LIMIT)
+    assert layout.classes == ("empty", "occupied") and layout.left_out == ("PKLot/extras.zip",)
+    # A folder member named as an image, beside the image of that name, is no image.
+    with tarfile.open(tmp_path / "twice.tar", "w") as out:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+        folder = tarfile.TarInfo("PKLot/empty/0.png/")
+        folder.type = tarfile.DIRTYPE
+        out.addfile(folder)
+    extract(tmp_path / "twice.tar", tmp_path / "twice", LIMIT)
+    assert files_under(tmp_path / "twice") == sorted(m.removeprefix("PKLot/") for m in members)
 
 
 def test_a_truncated_tar_or_no_archive_at_all_is_one_line(tmp_path: Path) -> None:

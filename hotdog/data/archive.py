@@ -49,11 +49,16 @@ def is_junk(name: str) -> bool:
 def kind_of_archive(path: Path) -> str:
     """"zip" or "tar" (plain or compressed), from the file's bytes rather than its name."""
     with path.open("rb") as f:
-        starts_as_zip = f.read(2) == b"PK"  # a damaged zip is still one, and says so when opened
-    if starts_as_zip or zipfile.is_zipfile(path):
+        head = f.read(4)
+    # A zip's first local header (or an empty zip's end record): a damaged zip is still one,
+    # and says so when opened. The tar check comes before zipfile's own, which takes any file
+    # with a zip's end record in its last 64 KiB, as a tar whose last member is a zip has.
+    if head in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
     if tarfile.is_tarfile(path):
         return "tar"
+    if zipfile.is_zipfile(path):  # a zip behind a stub, as a self-extracting one is
+        return "zip"
     raise StageError(f"{path}: neither a zip nor a tar archive; check data.url and data.sha1 in params.yaml")
 
 
@@ -130,7 +135,9 @@ def extract(archive_path: Path, dest: Path, max_bytes: int, classes: Sequence[st
             layout = detect(list(files), str(archive_path))
             chosen = set(select(layout.classes, classes, str(archive_path)))
             wanted = {layout.prefix + name for cls in chosen for name in layout.files[cls]}
-            wanted_members = [m for m in members if m.name in wanted]  # archive order: a tar reads forwards
+            # In archive order, so that a tar reads forwards; a folder of the same name as an
+            # image (a tar drops the folder's trailing /) is not one.
+            wanted_members = [m for m in members if not m.is_dir and m.name in wanted]
             check_size(wanted_members, archive_path, Path(dest), max_bytes)
             with atomic_path(dest) as tmp:
                 tmp.mkdir()

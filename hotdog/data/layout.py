@@ -34,7 +34,8 @@ HELD_OUT = (SPLITS[1], "val", "valid", "validation")
 # holds cannot change with the Pillow version. Any other file (a LICENSE.txt beside the class
 # folders, a labels.csv, Windows' Thumbs.db, a phone's .heic) is left out, and the download
 # stage says so in one line. An image that does not decode is the manifest's reject, as before.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+                  ".ppm", ".pgm", ".pbm", ".pnm")  # the last four: netpbm, as GTSRB's signs come
 
 
 def is_image_name(name: str) -> bool:
@@ -148,10 +149,34 @@ def detect(files: Sequence[str], where: str) -> Layout:
             if len(parts) != 2:
                 raise wrong_depth(where, prefix + name, "<class>/<image>, or train/ and test/ each holding them")
             files.setdefault(parts[0], []).append(name)
+    check_no_empty_classes(where, prefix, kind, held_out, left_out, set(files))
     unused = tuple(name for name in HELD_OUT if name in tops and name != held_out) if kind == SPLIT else ()
     layout = Layout(prefix, kind, {cls: sorted(found) for cls, found in files.items()}, left_out, held_out, unused)
     check_classes(layout, where)
     return layout
+
+
+def check_no_empty_classes(where: str, prefix: str, kind: str, held_out: str, left_out: Sequence[str],
+                           classes: set[str]) -> None:
+    """Refuse a class folder whose files are all left out (a folder of .heic photos, say): it
+    would silently drop out of the classes."""
+    only_others: dict[str, list[str]] = {}
+    for name in left_out:
+        if not name.startswith(prefix):
+            continue
+        parts = name[len(prefix):].split("/")
+        if kind == SPLIT and len(parts) == 3 and parts[0] in (SPLITS[0], held_out):
+            cls = parts[1]
+        elif kind == FOLDERS and len(parts) == 2:
+            cls = parts[0]
+        else:
+            continue
+        if cls not in classes:
+            only_others.setdefault(cls, []).append(name)
+    if only_others:
+        cls, names = sorted(only_others.items())[0]
+        raise StageError(f"{where}: class folder '{cls}' holds {len(names)} file(s) but no image named as one "
+                         f"({kinds_of(names)}; e.g. {names[0]}); convert them to JPEG or PNG, or remove the folder")
 
 
 def wrong_depth(where: str, name: str, expected: str) -> StageError:

@@ -6,9 +6,16 @@ without the tag, as every image of d2l's hotdog.zip, is left as it is."""
 
 from __future__ import annotations
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 ORIENTATION = 0x0112  # EXIF's Orientation tag: 1 is upright, 2 to 8 a mirror and/or a turn
+# What undoes each orientation, as the EXIF standard (and Pillow's ImageOps.exif_transpose)
+# has it. Applied directly rather than through exif_transpose, which also rewrites the EXIF
+# block and so fails on a photo whose other tags are malformed (a camera's Make written as a
+# number), though its pixels and its orientation read fine.
+UNDO = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90}
 
 
 def upright(img: Image.Image) -> Image.Image:
@@ -22,6 +29,5 @@ def upright(img: Image.Image) -> Image.Image:
         orientation = img.getexif().get(ORIENTATION, 1)
     except Exception:  # PIL raises many types for a damaged EXIF block
         return img
-    if orientation not in range(2, 9):
-        return img
-    return ImageOps.exif_transpose(img)
+    method = UNDO.get(orientation) if isinstance(orientation, int) else None
+    return img if method is None else img.transpose(method)

@@ -211,7 +211,7 @@ def _results_section(summaries: dict, evaluation: dict, d2l: bool) -> list[str]:
     return [*rows, *_results_notes(evaluation, d2l)]
 
 
-def _per_classtable(evaluation: dict) -> list[str]:
+def _per_class_table(evaluation: dict) -> list[str]:
     header = ["class", "support"] + [f"{RUN_TITLES[run]} {m}" for run in RUNS for m in ("precision", "recall", "F1")]
     rows = []
     for cls in evaluated_classes(evaluation):
@@ -221,7 +221,7 @@ def _per_classtable(evaluation: dict) -> list[str]:
     return table(header, rows)
 
 
-def _datatable(counts: dict[str, dict[str, int]]) -> list[str]:
+def _data_table(counts: dict[str, dict[str, int]]) -> list[str]:
     splits = list(counts)
     rows = [(cls, *(counts[s][cls] for s in splits)) for cls in counts[splits[0]]]
     return table(("class", *splits), rows + [("total", *(sum(counts[s].values()) for s in splits))])
@@ -277,9 +277,9 @@ def render_markdown(summaries: dict, evaluation: dict, counts: dict, params: lis
     lines = [
         *_title(classes, d2l),
         "## Results", "", *_results_section(summaries, evaluation, d2l),
-        "## Per class (test set)", "", *_per_classtable(evaluation),
+        "## Per class (test set)", "", *_per_class_table(evaluation),
         "## Params", "", *table(("param", "value"), params),
-        "## Data", "", *_datatable(counts),
+        "## Data", "", *_data_table(counts),
         "## Figures", "", *_figures_section(classes, mistakes),
     ]
     return "\n".join(lines).rstrip("\n") + "\n"
