@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import struct
 import subprocess
 import sys
 import tarfile
@@ -299,6 +300,12 @@ def test_a_truncated_tar_or_no_archive_at_all_is_one_line(tmp_path: Path) -> Non
     (tmp_path / "cut.tgz").write_bytes(whole[: len(whole) // 2])
     with pytest.raises(StageError, match=r"cut.tgz: corrupt tar archive \(.*\); check data.url and data.sha1"):
         extract(tmp_path / "cut.tgz", tmp_path / "images", LIMIT)
+    # An uncompressed tar damaged after its 5th member: tarfile alone would stop there, silently.
+    plain = make_tar(tmp_path / "pets.tar", members, "w").read_bytes()
+    fifth = 5 * (512 + 4096)
+    (tmp_path / "damaged.tar").write_bytes(plain[:fifth] + b"garbage!" * 64 + bytes(1024))
+    with pytest.raises(StageError, match=r"damaged.tar: corrupt tar archive \(a damaged member header at byte 23040\)"):
+        extract(tmp_path / "damaged.tar", tmp_path / "images", LIMIT)
     (tmp_path / "page.html").write_text("<html>not found</html>")
     with pytest.raises(StageError, match=r"page.html: neither a zip nor a tar archive; check data.url and data.sha1"):
         extract(tmp_path / "page.html", tmp_path / "images", LIMIT)
@@ -309,6 +316,15 @@ def test_a_corrupt_zip_is_a_clear_error(tmp_path: Path) -> None:
     archive = tmp_path / "hotdog.zip"
     archive.write_bytes(b"PK\x03\x04 this is not really a zip" * 10)
     with pytest.raises(StageError, match="corrupt zip archive"):
+        extract(archive, tmp_path / "images", LIMIT)
+    assert not (tmp_path / "images").exists()
+    # A zip whose directory says it starts past its end: the seek fails with an errno (EINVAL)
+    # that is the archive's fault, not the disk's.
+    data = bytearray(make_zip(tmp_path / "whole.zip", GOOD).read_bytes())
+    end = data.rfind(b"PK\x05\x06")
+    struct.pack_into("<I", data, end + 16, struct.unpack_from("<I", data, end + 16)[0] + 100)
+    archive.write_bytes(bytes(data))
+    with pytest.raises(StageError, match=r"corrupt zip archive \(\[Errno 22\] Invalid argument\)"):
         extract(archive, tmp_path / "images", LIMIT)
     assert not (tmp_path / "images").exists()
 

@@ -5,6 +5,7 @@ the layout checked before anything is written."""
 
 from __future__ import annotations
 
+import errno
 import lzma
 import re
 import shutil
@@ -20,10 +21,12 @@ from hotdog.core.files import atomic_path, size_text
 from hotdog.data.layout import Layout, detect, select
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
-# What a damaged archive raises while it is read: zipfile's and tarfile's own errors, and
-# those of the decompressors underneath; gzip's and bz2's are OSErrors without an errno, which
-# a disk's own errors always have.
-_CORRUPT = (zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError, EOFError)
+# What a damaged archive raises while it is read: zipfile's and tarfile's own errors, those of
+# the decompressors underneath, and OSErrors: gzip's and bz2's carry no errno, and a zip whose
+# directory points past its end makes a seek fail with EINVAL. Only these errnos are the
+# disk's own trouble, and stay as they are.
+_CORRUPT = (zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError, EOFError, OSError)
+_DISK = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO}
 
 
 class Member(NamedTuple):
@@ -84,6 +87,11 @@ def opened(path: Path, kind: str) -> Iterator[tuple[list[Member], Callable[..., 
                 raise StageError(f"{path}: member {info.name!r} is a link or a special file, not an image; "
                                  "refusing to extract; check data.url in params.yaml")
             members.append(Member(name, info.size, info.isdir(), info))
+        # tarfile stops without a word at a damaged header past the first one; a whole tar
+        # ends in zero blocks (or just ends), so anything else there is damage.
+        archive.fileobj.seek(archive.offset)
+        if archive.fileobj.read(tarfile.BLOCKSIZE).strip(b"\0"):
+            raise tarfile.ReadError(f"a damaged member header at byte {archive.offset}")
         yield members, archive.extractfile
 
 
@@ -143,8 +151,8 @@ def extract(archive_path: Path, dest: Path, max_bytes: int, classes: Sequence[st
                 tmp.mkdir()
                 for member in wanted_members:
                     _extract_member(read, member, tmp / layout.unpacked_name(member.name[len(layout.prefix):]))
-    except _CORRUPT + (OSError,) as err:
-        if isinstance(err, OSError) and not isinstance(err, _CORRUPT) and err.errno is not None:
+    except _CORRUPT as err:
+        if isinstance(err, OSError) and err.errno in _DISK:
             raise  # the disk's trouble, not the archive's
         raise StageError(f"{archive_path}: corrupt {kind} archive ({err}); check data.url and data.sha1 "
                          f"in params.yaml") from None
