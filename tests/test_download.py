@@ -161,6 +161,11 @@ def test_files_not_named_as_images_are_left_out_and_counted(tmp_path: Path, caps
                                          r"one \(2 .heic; e.g. flower_photos/tulips/IMG_2.HEIC\); convert them"):
         extract(archive, tmp_path / "phone", LIMIT)
     assert not (tmp_path / "phone").exists()
+    # So does one in a split, which would otherwise read as a class missing from it.
+    split = {f"{s}/{cls}/0.jpg": b"img" for s in ("train", "test") for cls in ("daisy", "roses")}
+    archive = make_zip(tmp_path / "split.zip", {**split, "test/tulips/IMG_2.HEIC": b"x", "train/tulips/0.jpg": b"x"})
+    with pytest.raises(StageError, match=r"split.zip: class folder 'test/tulips' holds 1 file\(s\) but no image"):
+        extract(archive, tmp_path / "phone", LIMIT)
     # A data set of no images at all says what it holds instead.
     archive = make_zip(tmp_path / "heic.zip", {"a/1.heic": b"x", "b/2.HEIC": b"x", "b/notes.txt": b"x"})
     with pytest.raises(StageError, match=r"heic.zip: no images found, only 3 other file\(s\) \(2 .heic, 1 .txt\); "

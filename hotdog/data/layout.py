@@ -137,6 +137,8 @@ def detect(files: Sequence[str], where: str) -> Layout:
                 raise wrong_depth(where, prefix + name, f"{parts[0]}/<class>/<image>")
             per_split.setdefault(parts[0], set()).add(parts[1])
             files.setdefault(parts[1], []).append(name)
+        check_no_empty_classes(where, prefix, kind, held_out, left_out,
+                               {(split, cls) for split, found in per_split.items() for cls in found})
         train, test = (per_split.get(s, set()) for s in (SPLITS[0], held_out))
         if train != test:
             raise StageError(f"{where}: train/ and {held_out}/ hold different class folders (only in train/: "
@@ -149,7 +151,7 @@ def detect(files: Sequence[str], where: str) -> Layout:
             if len(parts) != 2:
                 raise wrong_depth(where, prefix + name, "<class>/<image>, or train/ and test/ each holding them")
             files.setdefault(parts[0], []).append(name)
-    check_no_empty_classes(where, prefix, kind, held_out, left_out, set(files))
+        check_no_empty_classes(where, prefix, kind, held_out, left_out, {("", cls) for cls in files})
     unused = tuple(name for name in HELD_OUT if name in tops and name != held_out) if kind == SPLIT else ()
     layout = Layout(prefix, kind, {cls: sorted(found) for cls, found in files.items()}, left_out, held_out, unused)
     check_classes(layout, where)
@@ -157,25 +159,26 @@ def detect(files: Sequence[str], where: str) -> Layout:
 
 
 def check_no_empty_classes(where: str, prefix: str, kind: str, held_out: str, left_out: Sequence[str],
-                           classes: set[str]) -> None:
-    """Refuse a class folder whose files are all left out (a folder of .heic photos, say): it
-    would silently drop out of the classes."""
+                           present: set[tuple[str, str]]) -> None:
+    """Refuse a class folder whose files are all left out (a folder of .heic photos, say),
+    which would otherwise drop out of the classes, or out of one split. `present` holds the
+    (split folder, class) pairs that have images; the split folder is "" for FOLDERS."""
     only_others: dict[str, list[str]] = {}
     for name in left_out:
         if not name.startswith(prefix):
             continue
         parts = name[len(prefix):].split("/")
         if kind == SPLIT and len(parts) == 3 and parts[0] in (SPLITS[0], held_out):
-            cls = parts[1]
+            folder = (parts[0], parts[1])
         elif kind == FOLDERS and len(parts) == 2:
-            cls = parts[0]
+            folder = ("", parts[0])
         else:
             continue
-        if cls not in classes:
-            only_others.setdefault(cls, []).append(name)
+        if folder not in present:
+            only_others.setdefault("/".join(f for f in folder if f), []).append(name)
     if only_others:
-        cls, names = sorted(only_others.items())[0]
-        raise StageError(f"{where}: class folder '{cls}' holds {len(names)} file(s) but no image named as one "
+        folder, names = sorted(only_others.items())[0]
+        raise StageError(f"{where}: class folder '{folder}' holds {len(names)} file(s) but no image named as one "
                          f"({kinds_of(names)}; e.g. {names[0]}); convert them to JPEG or PNG, or remove the folder")
 
 
