@@ -214,7 +214,8 @@ def test_a_photo_stored_sideways_with_its_orientation_tag_decodes_upright(tmp_pa
         assert decode_image(tmp_path / "damaged.jpg", 32)[:2] == (32, 48)
         assert Image.open(tmp_path / "odd-make.png").getexif()[0x0112] == 6
         h, w, pixels = decode_image(tmp_path / "odd-make.png", 32)
-        assert np.array_equal(np.frombuffer(pixels, np.uint8).reshape(h, w, 3), expected) if fmt == "PNG" else True
+        got = np.frombuffer(pixels, np.uint8).reshape(h, w, 3)
+        assert got.shape == expected.shape and np.abs(got.astype(int) - expected).mean() < (0.5 if fmt == "PNG" else 4)
         assert load_thumbnail(tmp_path / "odd-make.png").size == photo.size
 
 
