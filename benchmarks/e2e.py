@@ -289,7 +289,8 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--work", type=Path, help="where the project and the data go (default: a temporary folder)")
     parser.add_argument("--record", action="store_true", help="append the figures to --results")
     parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--timeline", type=Path, help="the figure (default: timelines/e2e-<time>.png beside --results)")
+    parser.add_argument("--timeline", type=Path, help="the figure (default: with --record, timelines/e2e-<time>.png "
+                        "beside --results; without, e2e-<time>.png in the system's temp dir)")
     return parser.parse_args(argv)
 
 
@@ -305,6 +306,15 @@ def overrides_of(args, data: dict) -> dict:
     return {**data, "train.epochs": args.epochs, "train.batch_size": args.batch_size,
             "train.image_size": args.image_size, "train.device": args.device, "train.precision": args.precision,
             **sets}
+
+
+def timeline_path(args: argparse.Namespace, stamp: str) -> Path:
+    """Where the figure goes. Only a recorded run adds it to the repo, beside RESULTS.md; a
+    trial run leaves it in the temp dir."""
+    if args.timeline:
+        return args.timeline
+    folder = args.results.parent / "timelines" if args.record else Path(tempfile.gettempdir())
+    return folder / f"e2e-{stamp}.png"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -342,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
         from benchmarks.bench import machine
 
         stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
-        picture = args.timeline or args.results.parent / "timelines" / f"e2e-{stamp}.png"
+        picture = timeline_path(args, stamp)
         picture.parent.mkdir(parents=True, exist_ok=True)
         run = training[RUNS[0]]
         title = (f"cold dvc repro of the whole chapter: {wall:.1f} s ({run['device']}, {run['precision']}, "
@@ -366,6 +376,8 @@ def main(argv: list[str] | None = None) -> None:
             with args.results.open("a") as f:
                 f.write(f"\n### {datetime.date.today().isoformat()}: {command.strip()}\n\n" + "\n".join(lines) + "\n")
             print(f"e2e: appended to {args.results}; the timeline is {picture}")
+        else:
+            print(f"e2e: the timeline is {picture}; --record would append the figures to {args.results}")
 
 
 if __name__ == "__main__":

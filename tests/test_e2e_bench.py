@@ -3,9 +3,10 @@ for real, at small sizes, inside the CPU run of benchmarks/gpu.sh (tests/test_be
 calls check_e2e_entry; its speed figures come from the benchmark itself, never from a test."""
 
 import json
+import tempfile
 from pathlib import Path
 
-from benchmarks.e2e import StageTimes, copy_without_git, report
+from benchmarks.e2e import REPO, StageTimes, copy_without_git, parse_args, report, timeline_path
 from hotdog.core.names import STAGES
 
 
@@ -81,3 +82,12 @@ def test_a_one_epoch_run_claims_no_steady_rate():
     assert "**10 img/s** (wall, its only epoch: no steady state, the one-off costs included)" in one
     two = report([], 1.0, {"finetune": {**figures, "wall_by_epoch": [10.0, 20.0], "steady_wall": 20.0}})[-1]
     assert "**20 img/s** steady (wall, epochs after the first)" in two and "img/s by epoch 10, 20;" in two
+
+
+def test_only_a_recorded_run_puts_its_timeline_in_the_repo(tmp_path):
+    trial = timeline_path(parse_args([]), "stamp")
+    assert trial == Path(tempfile.gettempdir()) / "e2e-stamp.png" and REPO not in trial.parents
+    recorded = timeline_path(parse_args(["--record", "--results", str(tmp_path / "R.md")]), "stamp")
+    assert recorded == tmp_path / "timelines" / "e2e-stamp.png"
+    chosen = timeline_path(parse_args(["--timeline", str(tmp_path / "t.png")]), "stamp")
+    assert chosen == tmp_path / "t.png"
