@@ -310,6 +310,8 @@ def test_card_for_d2l_data(tmp_path):
     assert f"SHA-1 `{results.D2L_SHA1}` (data.sha1" in text
     assert _row(text, "hotdog") == ["hotdog", "5 (50.0%)", "5 (50.0%)"] and _row(text, "total")[1:] == ["10", "10"]
     assert "unreadable images (1 of train and 0 of test)" in text and "Duplicates" not in text
+    assert ("- Split: the data set's own folders: train/ for training, and test/ (or, where there is none, val/, "
+            "valid/ or validation/) for testing.") in text
     assert _row(text, "learning rate, output layer") == ["learning rate, output layer", "0.0005 (10 × body's)",
                                                          "0.0005"]
     assert f"Commit: `{GIT.commit}`. Uncommitted changes to tracked files" in text and ": none." in text

@@ -23,7 +23,7 @@ from hotdog.core.markdown import table
 from hotdog.core.names import RUNS, SPLITS
 from hotdog.core.params import RunParams, TrainParams, WeightsParams
 from hotdog.core.paths import Paths
-from hotdog.data.layout import FOLDERS, SPLIT
+from hotdog.data.layout import FOLDERS, HELD_OUT, SPLIT
 from hotdog.evaluation.calibration import ECE_BINS
 from hotdog.evaluation.results import (
     PRODUCERS,
@@ -347,7 +347,11 @@ def _data_section(recipe: Recipe, evidence: Evidence, paths: Paths) -> list[str]
     split, classes = evidence.split, evidence.classes
     digest = (f"SHA-1 `{recipe.data_sha1}` (data.sha1, checked when downloaded)" if recipe.data_sha1 else
               "none in params (data.sha1 is null: a folder, which the download stage packs into a zip)")
-    how = ("the data set's own train/ and test/ folders" if split["layout"] == SPLIT else
+    # The download stage unpacks val/, valid/ or validation/ as test/ when test/ is absent, and
+    # says which in its log; nothing after it records which, so the card names them all.
+    stand_ins = ", ".join(f"{name}/" for name in HELD_OUT[1:-1]) + f" or {HELD_OUT[-1]}/"
+    how = (f"the data set's own folders: train/ for training, and {HELD_OUT[0]}/ (or, where there is none, "
+           f"{stand_ins}) for testing" if split["layout"] == SPLIT else
            f"made by the pipeline: {split['test_fraction'] * 100:g}% of each class to test, chosen by each file's "
            "SHA-1")
     rejected = " and ".join(f"{split[s]['rejected']} of {s}" for s in SPLITS)
