@@ -136,6 +136,17 @@ def test_splits_at_the_archive_root_work_too(tmp_path: Path) -> None:
     assert files_under(images) == sorted(GOOD)
 
 
+@pytest.mark.parametrize("spell", [lambda n: n.replace("/", "\\"), lambda n: "./" + n.replace("/", "/./", 1),
+                                   lambda n: n.replace("/", "//")], ids=["backslashes", "dot", "double-slash"])
+def test_member_names_are_read_as_plain_paths(tmp_path: Path, spell) -> None:
+    # Old Windows zip tools write backslashes; others write "./" or "//" inside a name. Read as
+    # given, "train/./hotdog/0.png" would make a class named "." and the others a wrong depth.
+    archive = make_zip(tmp_path / "hotdog.zip", {spell(name): data for name, data in GOOD.items()})
+    layout = extract(archive, tmp_path / "images", LIMIT)
+    assert layout.classes == tuple(sorted(CLASSES)) and layout.kind == "split"
+    assert files_under(tmp_path / "images") == sorted(GOOD)
+
+
 def test_files_not_named_as_images_are_left_out_and_counted(tmp_path: Path, capsys) -> None:
     # TensorFlow's flower_photos, the set Keras's own-images tutorial uses, keeps a
     # LICENSE.txt beside its class folders; people's folders hold notes, Windows' Thumbs.db

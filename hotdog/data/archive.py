@@ -30,8 +30,8 @@ _DISK = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, err
 
 
 class Member(NamedTuple):
-    """One entry of an archive, whatever its format: its name, as a relative POSIX path for a
-    tar ("./" dropped), its declared size, and the format's own record of it."""
+    """One entry of an archive, whatever its format: its name (as given, until safe_members
+    makes it a plain relative POSIX path), its declared size, and the format's own record of it."""
 
     name: str
     size: int
@@ -78,15 +78,10 @@ def opened(path: Path, kind: str) -> Iterator[tuple[list[Member], Callable[..., 
     with tarfile.open(path, "r:*") as archive:
         members = []
         for info in archive:  # in order, so that reading them back only seeks forwards
-            name = info.name
-            while name.startswith("./"):
-                name = name[2:]
-            if name in ("", "."):
-                continue
             if not (info.isreg() or info.isdir()):
                 raise StageError(f"{path}: member {info.name!r} is a link or a special file, not an image; "
                                  "refusing to extract; check data.url in params.yaml")
-            members.append(Member(name, info.size, info.isdir(), info))
+            members.append(Member(info.name, info.size, info.isdir(), info))
         # tarfile stops without a word at a damaged header past the first one; a whole tar
         # ends in zero blocks (or just ends), so anything else there is damage.
         archive.fileobj.seek(archive.offset)
@@ -96,7 +91,8 @@ def opened(path: Path, kind: str) -> Iterator[tuple[list[Member], Callable[..., 
 
 
 def safe_members(members: list[Member], where: Path) -> list[Member]:
-    """The archive's non-junk members; refuses any that would land outside the target folder."""
+    """The archive's non-junk members, their names made plain relative POSIX paths; refuses
+    any that would land outside the target folder."""
     kept = []
     for member in members:
         name = member.name
@@ -105,8 +101,11 @@ def safe_members(members: list[Member], where: Path) -> list[Member]:
         if name.startswith(("/", "\\")) or _DRIVE.match(name) or ".." in parts:
             raise StageError(f"{where}: unsafe member {name!r} (absolute or outside the target "
                              f"folder); refusing to extract; check data.url in params.yaml")
-        if not is_junk(name):
-            kept.append(member)
+        # "train\\hotdog\\1.jpg", "train/./hotdog/1.jpg" and "train//hotdog/1.jpg" all name
+        # train/hotdog/1.jpg; left as given, the layout would read a class "." or a wrong depth.
+        plain = "/".join(part for part in parts if part not in ("", "."))
+        if plain and not is_junk(plain):
+            kept.append(member._replace(name=plain))
     return kept
 
 
