@@ -4,6 +4,7 @@ run of tests/test_flow.py fetches the same files over HTTP from 127.0.0.1)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -76,6 +77,25 @@ def test_dvc_repro_end_to_end(pipeline_run, tmp_path):
     sh(project, "dvc", "plots", "diff", "HEAD~1", "HEAD", "-o", str(out))
     page = (out / "index.html").read_text()
     assert page.count("confusion.png") >= 2 and "HEAD~1" in page
+
+    # The outputs are links into DVC's cache (.dvc/config's cache.type), read-only: those of
+    # the first run, and what re-ran here (copy_run copied the first run's files). No stage
+    # and no DVC command above wrote into one in place: every cached file still hashes to its
+    # name. (Root may write to a read-only file, so the mode alone proves nothing here.)
+    for path in (pipeline_run.project / "data/decoded/train.arrow", pipeline_run.project / "models/finetune.pt",
+                 next((pipeline_run.project / "data/hotdog/train/hotdog").iterdir()), project / "models/scratch.pt"):
+        assert path.stat().st_nlink == 2 and not path.stat().st_mode & 0o222, path
+    assert check_cache_intact(project) >= 20
+
+
+def check_cache_intact(project: Path) -> int:
+    """That each file in DVC's cache hashes to its name (md5, DVC 3's layout: files/md5/ab/cdef…,
+    a directory's listing ending in .dir); how many there are."""
+    objects = [p for p in (project / ".dvc/cache/files/md5").rglob("*") if p.is_file()]
+    for path in objects:
+        digest = hashlib.md5(path.read_bytes()).hexdigest()
+        assert digest == path.parent.name + path.name.removesuffix(".dir"), f"{path} was changed in place"
+    return len(objects)
 
 
 def stale(project: Path) -> dict:
