@@ -127,6 +127,18 @@ def test_a_top_folder_becomes_the_images_folder(tmp_path: Path) -> None:
     assert sorted(p.name for p in images.parent.iterdir()) == ["hotdog"]
 
 
+@pytest.mark.parametrize("top", ["flowers/flowers/", "archive/dataset/v2/"])
+@pytest.mark.parametrize("split", [True, False], ids=["split", "folders"])
+def test_the_layout_may_sit_in_nested_single_folders(tmp_path: Path, top: str, split: bool) -> None:
+    # Kaggle's downloads often nest the data set one folder deeper than its zip's name:
+    # flowers.zip holds flowers/flowers/daisy/…. Each level with a single folder is dropped.
+    given = GOOD if split else {k.removeprefix("train/"): v for k, v in GOOD.items() if k.startswith("train/")}
+    archive = make_zip(tmp_path / "data.zip", {f"{top}README.md": b"hi", **{top + k: v for k, v in given.items()}})
+    layout = extract(archive, tmp_path / "images", LIMIT)
+    assert layout.prefix == top and layout.kind == ("split" if split else "folders")
+    assert files_under(tmp_path / "images") == sorted(given)
+
+
 def test_splits_at_the_archive_root_work_too(tmp_path: Path) -> None:
     archive = make_zip(tmp_path / "hotdog.zip", {**GOOD, "README.txt": b"hi"})
     images = tmp_path / "images"

@@ -132,7 +132,7 @@ def check_size(members: list[Member], where: Path, dest: Path, max_bytes: int) -
 def extract(archive_path: Path, dest: Path, max_bytes: int, classes: Sequence[str] | None = None) -> Layout:
     """Extract the archive's images into `dest`, atomically, after checking its layout
     (hotdog.data.layout): train/ and test/ as they are, or class folders alone, each without
-    the one top folder they may be inside. Only the classes selected by `classes`
+    the single top folders they may be inside. Only the classes selected by `classes`
     (data.classes; None: all) are extracted. Returns the layout."""
     kind = kind_of_archive(archive_path)
     try:

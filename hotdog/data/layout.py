@@ -1,6 +1,7 @@
 """Where a data set keeps its images, and so its classes.
 
-Two layouts, each at the top of the archive or folder, or inside one top folder:
+Two layouts, each at the top of the archive or folder, or inside a top folder (or a folder
+in it, and so on: a single folder at each level):
 - `train/` and `test/`, each holding the same class folders of images (d2l's hotdog.zip),
   where `val/`, `valid/` or `validation/` may stand in for `test/` (HELD_OUT);
 - class folders of images alone, which the manifest stage splits (hotdog.data.split).
@@ -54,7 +55,7 @@ class Layout(NamedTuple):
     """A data set's layout: the folder its images are under, how they are laid out, and the
     files each class holds (relative to that folder)."""
 
-    prefix: str  # "" or "top/": the folder everything is under, dropped on extraction
+    prefix: str  # "", "top/" or "top/inner/": the folder everything is under, dropped on extraction
     kind: str  # SPLIT or FOLDERS
     files: dict[str, list[str]]  # class -> its files, relative to prefix, sorted
     left_out: tuple[str, ...] = ()  # the files not named as images, as given, sorted
@@ -118,11 +119,13 @@ def detect(files: Sequence[str], where: str) -> Layout:
                          f"{' '.join(IMAGE_SUFFIXES)}; check data.url in params.yaml")
     tops = {n.split("/")[0] for n in names}
     prefix = ""
-    if kind_of(tops) == FOLDERS and len(tops) == 1 and any(n.count("/") >= 2 for n in names):
-        # Everything inside one top folder that holds folders: the layout is inside it. (A top
+    while kind_of(tops) == FOLDERS and len(tops) == 1 and any(n.count("/") >= 2 for n in names):
+        # Everything inside one top folder that holds folders: the layout is inside it, or
+        # inside a folder in it, as Kaggle's zips have it (flowers/flowers/daisy/…). (A top
         # folder of images alone is one class folder.)
-        prefix = f"{tops.pop()}/"
-        names = [n[len(prefix):] for n in names]
+        top = f"{tops.pop()}/"
+        prefix += top
+        names = [n[len(top):] for n in names]
         tops = {n.split("/")[0] for n in names}
     kind = kind_of(tops)
     held_out = held_out_of(tops) or SPLITS[1]
@@ -184,7 +187,7 @@ def check_no_empty_classes(where: str, prefix: str, kind: str, held_out: str, le
 
 def wrong_depth(where: str, name: str, expected: str) -> StageError:
     return StageError(f"{where}: {name} is at the wrong depth; expected {expected} (at the top or inside "
-                      "one top folder); move it, or check data.url in params.yaml")
+                      "a single top folder); move it, or check data.url in params.yaml")
 
 
 def check_classes(layout: Layout, where: str) -> None:
