@@ -336,6 +336,7 @@ def main(argv: list[str] | None = None) -> None:
         data_set, data_words = data_params(data)
         overrides = {**overrides_of(args, data_set), "weights.url": str(weights),
                      "weights.sha256": file_digest(weights, "sha256")}
+        code = commit()  # now, as the project copies the code: a commit made during the run is not in it
         project = make_project(work / "project", overrides)
         prep = time.perf_counter() - prep
         print(f"e2e: data {data_words}; a fresh project at {project} ({prep:.1f} s to prepare, not timed below)",
@@ -361,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
         write_json(picture.with_suffix(".json"), {"wall": wall, "stages": [s._asdict() for s in stages],
                                                   "training": training, "overrides": overrides})
         command = "python -m benchmarks.e2e " + shlex.join(argv if argv is not None else sys.argv[1:])
-        lines = [f"Machine: {machine()}. Code: commit {commit()}. Data: {data_words}; weights: {weights.name}. "
+        lines = [f"Machine: {machine()}. Code: commit {code}. Data: {data_words}; weights: {weights.name}. "
                  f"{args.epochs} epochs, batch {args.batch_size}, {args.image_size} px, device {args.device}, "
                  f"precision {args.precision}{''.join(f', {s}' for s in args.sets)}. A cold `dvc repro` (fresh "
                  f"project, empty cache) of all {len(stages)} stages took **{wall:.1f} s** wall. Seconds:",
