@@ -298,6 +298,20 @@ def test_a_tar_with_a_link_or_a_member_outside_is_refused_before_writing(tmp_pat
     with pytest.raises(StageError, match=line) as err:
         extract(archive, tmp_path / "data" / "images", LIMIT)
     assert str(err.value).startswith(f"{archive}: ") and "\n" not in str(err.value)
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_tar_link_not_named_as_an_image_is_left_out(tmp_path: Path, capsys) -> None:
+    # Data sets link a LICENSE or a README to a shared copy; a link to a folder elsewhere is
+    # not followed either. Neither is written, and the line that counts what was left out
+    # counts them.
+    members = {f"{cls}/{i}.png": b"png" for cls in ("cat", "dog") for i in range(2)}
+    archive = make_tar(tmp_path / "pets.tgz", members, links={"LICENSE": "../LICENSE", "dog/more": "/etc"})
+    layout = extract(archive, tmp_path / "images", LIMIT)
+    assert layout.classes == ("cat", "dog") and layout.left_out == ("LICENSE", "dog/more")
+    assert files_under(tmp_path / "images") == sorted(members)
+    assert not any(p.is_symlink() for p in (tmp_path / "images").rglob("*"))
+    assert "left out 2 file(s) not named as images (2 without one; e.g. LICENSE)" in capsys.readouterr().out
     assert not (tmp_path / "data").exists() and not (tmp_path / "evil.png").exists()
 
 

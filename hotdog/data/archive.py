@@ -18,7 +18,7 @@ from typing import IO, Callable, Iterator, NamedTuple, Sequence
 
 from hotdog.core.errors import StageError
 from hotdog.core.files import atomic_path, size_text
-from hotdog.data.layout import Layout, detect, select
+from hotdog.data.layout import Layout, detect, is_image_name, select
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # What a damaged archive raises while it is read: zipfile's and tarfile's own errors, those of
@@ -69,7 +69,8 @@ def kind_of_archive(path: Path) -> str:
 def opened(path: Path, kind: str) -> Iterator[tuple[list[Member], Callable[..., IO[bytes]]]]:
     """(every member in archive order, a way to read one from its `info`) of a zip or a tar.
 
-    A tar's links and special files are refused outright: only regular files are ever
+    A tar's links and special files named as images are refused; the others are members
+    like any file not named as an image, which are left out. Only regular files are ever
     written, so none can point outside the target folder."""
     if kind == "zip":
         with zipfile.ZipFile(path) as archive:
@@ -79,9 +80,12 @@ def opened(path: Path, kind: str) -> Iterator[tuple[list[Member], Callable[..., 
         members = []
         for info in archive:  # in order, so that reading them back only seeks forwards
             if not (info.isreg() or info.isdir()):
-                raise StageError(f"{path}: member {info.name!r} is a link or a special file, not an image; "
-                                 "refusing to extract; check data.url in params.yaml")
-            members.append(Member(info.name, info.size, info.isdir(), info))
+                if is_image_name(info.name):
+                    raise StageError(f"{path}: member {info.name!r} is a link or a special file, not an image; "
+                                     "refusing to extract; check data.url in params.yaml")
+                # One beside the images (a LICENSE linked to another copy): left out and counted,
+                # as any file not named as an image is; only images are ever written.
+            members.append(Member(info.name, info.size if info.isreg() else 0, info.isdir(), info))
         # tarfile stops without a word at a damaged header past the first one; a whole tar
         # ends in zero blocks (or just ends), so anything else there is damage.
         archive.fileobj.seek(archive.offset)
