@@ -106,7 +106,7 @@ def safe_members(members: list[Member], where: Path) -> list[Member]:
             raise StageError(f"{where}: unsafe member {name!r} (absolute or outside the target "
                              f"folder); refusing to extract; check data.url in params.yaml")
         # "train\\hotdog\\1.jpg", "train/./hotdog/1.jpg" and "train//hotdog/1.jpg" all name
-        # train/hotdog/1.jpg; left as given, the layout would read a class "." or a wrong depth.
+        # train/hotdog/1.jpg; left as given, the layout would read a class named "." or "".
         plain = "/".join(part for part in parts if part not in ("", "."))
         if plain and not is_junk(plain):
             kept.append(member._replace(name=plain))

@@ -6,6 +6,11 @@ in it, and so on: a single folder at each level):
   where `val/`, `valid/` or `validation/` may stand in for `test/` (HELD_OUT);
 - class folders of images alone, which the manifest stage splits (hotdog.data.split).
 
+An image belongs to the class folder it is in, however deep: `cat/2019/beach/1.jpg` is a
+`cat`, as torchvision's ImageFolder and Keras's image_dataset_from_directory read a class
+folder (people keep photos in folders by date or place). Its path below the class folder is
+kept as it is.
+
 The classes are the class folders' names, sorted as torchvision's ImageFolder sorts them,
 unless data.classes pins an order or a subset. Everything here works on relative POSIX file
 names, so a zip's members and a folder's files are read the same way.
@@ -136,7 +141,7 @@ def detect(files: Sequence[str], where: str) -> Layout:
             parts = name.split("/")
             if parts[0] not in (SPLITS[0], held_out):
                 continue
-            if len(parts) != 3:
+            if len(parts) < 3:
                 raise wrong_depth(where, prefix + name, f"{parts[0]}/<class>/<image>")
             per_split.setdefault(parts[0], set()).add(parts[1])
             files.setdefault(parts[1], []).append(name)
@@ -151,7 +156,7 @@ def detect(files: Sequence[str], where: str) -> Layout:
     else:
         for name in names:
             parts = name.split("/")
-            if len(parts) != 2:
+            if len(parts) < 2:
                 raise wrong_depth(where, prefix + name, "<class>/<image>, or train/ and test/ each holding them")
             files.setdefault(parts[0], []).append(name)
         check_no_empty_classes(where, prefix, kind, held_out, left_out, {("", cls) for cls in files})
@@ -171,9 +176,9 @@ def check_no_empty_classes(where: str, prefix: str, kind: str, held_out: str, le
         if not name.startswith(prefix):
             continue
         parts = name[len(prefix):].split("/")
-        if kind == SPLIT and len(parts) == 3 and parts[0] in (SPLITS[0], held_out):
+        if kind == SPLIT and len(parts) >= 3 and parts[0] in (SPLITS[0], held_out):
             folder = (parts[0], parts[1])
-        elif kind == FOLDERS and len(parts) == 2:
+        elif kind == FOLDERS and len(parts) >= 2:
             folder = ("", parts[0])
         else:
             continue

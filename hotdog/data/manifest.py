@@ -69,17 +69,25 @@ def layout_of(root: Path) -> tuple[str, list[str]]:
 
 
 def list_images(root: Path, classes: Sequence[str], split: str | None) -> list[Item]:
-    """Every file under root/[split/]<class>/, classes in label order, files sorted."""
+    """Every file under root/[split/]<class>/, at any depth (hotdog.data.layout), classes in
+    label order, each class's files sorted by their path in it."""
     found = []
     for label, name in enumerate(classes):
         rel_folder = f"{split}/{name}" if split else name
         folder = root / rel_folder
         if not folder.is_dir():
             raise StageError(f"{folder} is missing; re-run `dvc repro download`")
-        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-            if entry.is_file():
-                found.append(Item(f"{rel_folder}/{entry.name}", label, name, split or ""))
+        found.extend(Item(f"{rel_folder}/{rel}", label, name, split or "") for rel in files_in(folder))
     return found
+
+
+def files_in(folder: Path) -> list[str]:
+    """The relative POSIX paths of the files under `folder`, at any depth, sorted."""
+    found = []
+    for dirpath, _, filenames in os.walk(folder):
+        rel = Path(dirpath).relative_to(folder).as_posix()
+        found.extend(name if rel == "." else f"{rel}/{name}" for name in filenames)
+    return sorted(found)
 
 
 def check_pixels(img: Image.Image) -> None:
