@@ -1,12 +1,14 @@
 """Your own images, through the real `dvc repro`: a 3-class set with train/ and val/, and a
 10-class set of class folders alone that the pipeline splits, each with a LICENSE.txt the
-download stage leaves out. Each ends with per-class
+download stage leaves out and a third of its photos a folder deeper in their class folder
+(cat/2019/…), as photos kept by date are. Each ends with per-class
 metrics by name, an N x N confusion, a report with its figures and `hotdog predict` by name."""
 
 import json
 import subprocess
 import sys
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import ENV, copy_project, dvc_repro, sh, started, write_params
 from limits import E2E
@@ -24,12 +26,19 @@ SETS = {
 }
 
 
+def deeper_by_thirds(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The same photos, every third one in a 2019/ folder inside its class folder."""
+    return {(f"{name.rsplit('/', 1)[0]}/2019/{name.rsplit('/', 1)[1]}" if i % 3 == 0 else name): data
+            for i, (name, data) in enumerate(sorted(files.items()))}
+
+
 @pytest.mark.parametrize("name", SETS)
 def test_a_set_of_n_classes_runs_end_to_end_by_name(tmp_path, name):
     classes, per_class = SETS[name]
     files = tmp_path / "files"
     # A licence beside the class folders, as TensorFlow's flower_photos has: left out, and said so.
-    sha1 = write_zip(files / f"{name}.zip", {**class_files(classes, per_class, top=name), f"{name}/LICENSE.txt": b"CC-BY"})
+    photos = deeper_by_thirds(class_files(classes, per_class, top=name))
+    sha1 = write_zip(files / f"{name}.zip", {**photos, f"{name}/LICENSE.txt": b"CC-BY"})
     sha256 = write_weights(files / "weights.pth")
     project = copy_project(tmp_path / "project")
     write_params(project / "params.yaml", {
@@ -48,6 +57,13 @@ def test_a_set_of_n_classes_runs_end_to_end_by_name(tmp_path, name):
     assert manifest["layout"] == ("split" if isinstance(per_class, dict) else "folders")
     for split in ("train", "test"):
         assert set(manifest[split]["per_class"]) == set(classes) and all(manifest[split]["per_class"].values())
+    # Every photo is in the manifest, those a folder deeper under their own class.
+    rows = [row for split in ("train", "test") for row in pq.read_table(project / f"data/manifest/{split}.parquet",
+                                                                        columns=["path", "class_name"]).to_pylist()]
+    assert len(rows) == len(photos)
+    deeper = [row for row in rows if "/2019/" in row["path"]]
+    assert len(deeper) == sum("/2019/" in name for name in photos)
+    assert all(row["path"].split("/")[-3] == row["class_name"] for row in deeper)  # …/<class>/2019/<photo>
     evaluation = json.loads((project / "metrics/evaluate.json").read_text())
     n = len(classes)
     for run in RUNS:
