@@ -5,7 +5,7 @@ runtime.max_unpacked_gib or the free space.
 
 Writes paths.zip (the archive as fetched, or the packed folder) and paths.images:
 {train,test}/<class>/ image files, or <class>/ image files when the data set is class
-folders alone (hotdog.data.layout).
+folders alone, at any depth inside the class folder (hotdog.data.layout).
 Run from the repo root: python -m stages.download
 """
 

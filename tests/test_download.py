@@ -39,19 +39,20 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_tar(path: Path, members: dict[str, bytes], mode: str = "w:gz",
-             links: dict[str, str] | None = None) -> Path:
+             links: dict[str, str] | None = None, hardlinks: dict[str, str] | None = None) -> Path:
     """A tar (compressed as `mode` says) holding these member names as given, and these
-    symbolic links (name -> target)."""
+    symbolic and hard links (name -> target)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, mode) as archive:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
-        for name, target in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, target
-            archive.addfile(info)
+        for kind, named in ((tarfile.SYMTYPE, links), (tarfile.LNKTYPE, hardlinks)):
+            for name, target in (named or {}).items():
+                info = tarfile.TarInfo(name)
+                info.type, info.linkname = kind, target
+                archive.addfile(info)
     return path
 
 
@@ -86,7 +87,7 @@ def written(work: Path) -> list[str]:
 # --- extraction ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("evil", ["../evil", "hotdog/../../evil", "/etc/x", "C:/x", "..\\evil"])
+@pytest.mark.parametrize("evil", ["../evil", "hotdog/../../evil", "/etc/x", "C:/x", "..\\evil", "./C:/x"])
 def test_unsafe_members_are_refused_before_writing(tmp_path: Path, evil: str) -> None:
     archive = make_zip(tmp_path / "raw" / "hotdog.zip", {**GOOD, evil: b"boom"})
     images = tmp_path / "data" / "hotdog"
@@ -185,6 +186,43 @@ def test_member_names_are_read_as_plain_paths(tmp_path: Path, spell) -> None:
     layout = extract(archive, tmp_path / "images", LIMIT)
     assert layout.classes == tuple(sorted(CLASSES)) and layout.kind == "split"
     assert files_under(tmp_path / "images") == sorted(GOOD)
+
+
+@pytest.mark.parametrize("members, line", [
+    # Read as given they were two files; read as plain paths they are one, and which to take
+    # is a guess.
+    ({**GOOD, "train//hotdog/0.png": b"other"}, r"members 'train/hotdog/0.png' and 'train//hotdog/0.png' both name"),
+    ({**GOOD, "train/hotdog/0.png/1.png": b"x"}, r"train/hotdog/0.png is both a file and a folder; rename one"),
+])
+def test_names_that_clash_are_refused_before_writing(tmp_path: Path, members: dict, line: str) -> None:
+    with pytest.raises(StageError, match=line):
+        extract(make_zip(tmp_path / "hotdog.zip", members), tmp_path / "images", LIMIT)
+    assert not (tmp_path / "images").exists()
+
+
+def test_windows_folders_and_photo_tools_caches_are_not_files(tmp_path: Path, capsys) -> None:
+    # A Windows tool writes a folder as "train\\hotdog\\"; Synology and photo tools keep
+    # thumbnails in @eaDir/ and hidden folders inside a class folder, which is read at any
+    # depth: none of them is a file of the data set, nor counted as left out.
+    caches = {"train/hotdog/@eaDir/0.png/SYNOPHOTO_THUMB_M.jpg": b"t", "test/hotdog/.thumbnails/0.png": b"t",
+              "train/not-hotdog/.picasaoriginals/1.png": b"o"}
+    archive = make_zip(tmp_path / "hotdog.zip", {"train\\": b"", "train\\hotdog\\": b"", **GOOD, **caches})
+    layout = extract(archive, tmp_path / "images", LIMIT)
+    assert files_under(tmp_path / "images") == sorted(GOOD) and layout.left_out == ()
+    assert "left out" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("members", [
+    {f"dataset/{split}_set/{split}_set/{cls}/0.jpg": b"x" for split in ("training", "test") for cls in ("cats", "dogs")},
+    {f"{split}/{cls}/{i}.jpg": b"x" for split in ("Training", "Testing") for cls in ("glioma", "none") for i in (0, 1)},
+], ids=["kaggle-cats-and-dogs", "capitalised"])
+def test_split_folders_the_layout_does_not_know_are_not_taken_for_classes(tmp_path: Path, members: dict) -> None:
+    # Images in folders inside a class folder are the class's; inside a folder named as a
+    # split they are a split's, and "Training against Testing" would be a silent misreading.
+    with pytest.raises(StageError, match=r"looks like a split, not a class, and holds folders of images \(e\.g\. "):
+        extract(make_zip(tmp_path / "data.zip", members), tmp_path / "images", LIMIT)
+    flat = {f"{cls}/{i}.jpg": b"x" for cls in ("train", "bus") for i in (0, 1)}  # a class of locomotives
+    assert extract(make_zip(tmp_path / "vehicles.zip", flat), tmp_path / "vehicles", LIMIT).classes == ("bus", "train")
 
 
 def test_files_not_named_as_images_are_left_out_and_counted(tmp_path: Path, capsys) -> None:
@@ -312,19 +350,31 @@ def test_a_tar_unpacks_as_the_same_zip_does(tmp_path: Path, mode: str, suffix: s
         assert (tmp_path / "from-tar" / name).read_bytes() == (tmp_path / "from-zip" / name).read_bytes()
 
 
-@pytest.mark.parametrize("links, unsafe, line", [
-    ({"cat/2.png": "/etc/passwd"}, {}, r"member 'cat/2.png' is a link or a special file, not an image; refusing"),
-    ({}, {"cat/../../evil.png": b"x"}, r"unsafe member 'cat/../../evil.png' \(absolute or outside the target"),
-    ({}, {"/abs/evil.png": b"x"}, r"unsafe member '/abs/evil.png'"),
+@pytest.mark.parametrize("links, hardlinks, unsafe, line", [
+    ({"cat/2.png": "/etc/passwd"}, {}, {}, r"member 'cat/2.png' is a link or a special file, not an image; refusing"),
+    ({}, {"dog/2.png": "dog/0.png"}, {}, r"member 'dog/2.png' is a link or a special file, not an image"),
+    ({}, {"./cat\\2.png": "dog/0.png"}, {}, r"member './cat\\\\2.png' is a link or a special file, not an image"),
+    ({}, {}, {"cat/../../evil.png": b"x"}, r"unsafe member 'cat/../../evil.png' \(absolute or outside the target"),
+    ({}, {}, {"/abs/evil.png": b"x"}, r"unsafe member '/abs/evil.png'"),
 ])
-def test_a_tar_with_a_link_or_a_member_outside_is_refused_before_writing(tmp_path: Path, links, unsafe,
+def test_a_tar_with_a_link_or_a_member_outside_is_refused_before_writing(tmp_path: Path, links, hardlinks, unsafe,
                                                                         line: str) -> None:
     members = {f"{cls}/{i}.png": b"png" for cls in ("cat", "dog") for i in range(2)}
-    archive = make_tar(tmp_path / "pets.tgz", {**members, **unsafe}, links=links)
+    archive = make_tar(tmp_path / "pets.tgz", {**members, **unsafe}, links=links, hardlinks=hardlinks)
     with pytest.raises(StageError, match=line) as err:
         extract(archive, tmp_path / "data" / "images", LIMIT)
     assert str(err.value).startswith(f"{archive}: ") and "\n" not in str(err.value)
-    assert not (tmp_path / "data").exists()
+    assert not (tmp_path / "data").exists() and not (tmp_path / "evil.png").exists()
+
+
+def test_a_tar_member_whose_name_ends_in_a_separator_is_a_folder_and_never_read(tmp_path: Path) -> None:
+    # A hard link's bytes are its target's, which check_size never counts: links to one big
+    # member, each named "cat/<k>.png\\", must not become images (a zip bomb by links).
+    members = {f"{cls}/{i}.png": b"png" for cls in ("cat", "dog") for i in range(2)}
+    bomb = {f"cat/{k}.png\\": "blob.bin" for k in range(2, 12)}
+    archive = make_tar(tmp_path / "pets.tgz", {**members, "blob.bin": bytes(1 << 20)}, hardlinks=bomb)
+    layout = extract(archive, tmp_path / "images", 64 << 10)
+    assert files_under(tmp_path / "images") == sorted(members) and layout.left_out == ("blob.bin",)
 
 
 def test_a_tar_link_not_named_as_an_image_is_left_out(tmp_path: Path, capsys) -> None:
@@ -338,7 +388,6 @@ def test_a_tar_link_not_named_as_an_image_is_left_out(tmp_path: Path, capsys) ->
     assert files_under(tmp_path / "images") == sorted(members)
     assert not any(p.is_symlink() for p in (tmp_path / "images").rglob("*"))
     assert "left out 2 file(s) not named as images (2 without one; e.g. LICENSE)" in capsys.readouterr().out
-    assert not (tmp_path / "data").exists() and not (tmp_path / "evil.png").exists()
 
 
 def test_a_tar_is_known_by_its_start_not_by_what_its_last_member_holds(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import errno
 import lzma
 import re
 import shutil
+import stat
 import tarfile
 import zipfile
 import zlib
@@ -18,7 +19,7 @@ from typing import IO, Callable, Iterator, NamedTuple, Sequence
 
 from hotdog.core.errors import StageError
 from hotdog.core.files import atomic_path, size_text
-from hotdog.data.layout import Layout, detect, is_image_name, select
+from hotdog.data.layout import Layout, detect, is_image_name, named, select
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # What a damaged archive raises while it is read: zipfile's and tarfile's own errors, those of
@@ -31,22 +32,24 @@ _DISK = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, err
 
 class Member(NamedTuple):
     """One entry of an archive, whatever its format: its name (as given, until safe_members
-    makes it a plain relative POSIX path), its declared size, and the format's own record of it."""
+    makes it a plain relative POSIX path), its declared size, whether it is a folder or a
+    regular file (not a link or a special file), and the format's own record of it."""
 
     name: str
     size: int
     is_dir: bool
     info: zipfile.ZipInfo | tarfile.TarInfo
+    regular: bool = True
 
 
 def is_junk(name: str) -> bool:
-    """Whether a member is macOS metadata, which is skipped rather than extracted."""
-    # Archives zipped on a Mac carry __MACOSX/ resource forks and .DS_Store files; they
-    # are not images, and would otherwise count as undecodable rejects in the manifest.
+    """Whether a file is metadata that tools leave beside photos, skipped rather than taken."""
+    # Archives zipped on a Mac carry __MACOSX/ resource forks, .DS_Store and ._ files; photo
+    # tools keep thumbnails and originals in hidden folders (.thumbnails/, .picasaoriginals/)
+    # and Synology's in @eaDir/. Inside a class folder, whose subfolders are the class's own
+    # photos, their JPEGs would count as photos, near-copies of the real ones.
     parts = PurePosixPath(name).parts
-    if not parts:
-        return False
-    return "__MACOSX" in parts or parts[-1] == ".DS_Store" or parts[-1].startswith("._")
+    return any(part.startswith(".") or part in ("__MACOSX", "@eaDir") for part in parts)
 
 
 def kind_of_archive(path: Path) -> str:
@@ -69,23 +72,17 @@ def kind_of_archive(path: Path) -> str:
 def opened(path: Path, kind: str) -> Iterator[tuple[list[Member], Callable[..., IO[bytes]]]]:
     """(every member in archive order, a way to read one from its `info`) of a zip or a tar.
 
-    A tar's links and special files named as images are refused; the others are members
-    like any file not named as an image, which are left out. Only regular files are ever
-    written, so none can point outside the target folder."""
+    Links and special files are members too; safe_members refuses those named as images."""
     if kind == "zip":
         with zipfile.ZipFile(path) as archive:
-            yield [Member(i.filename, i.file_size, i.is_dir(), i) for i in archive.infolist()], archive.open
+            # A zip made on Unix may hold a symbolic link: a member whose mode says so.
+            yield [Member(i.filename, i.file_size, i.is_dir(), i, not stat.S_ISLNK(i.external_attr >> 16))
+                   for i in archive.infolist()], archive.open
         return
     with tarfile.open(path, "r:*") as archive:
         members = []
         for info in archive:  # in order, so that reading them back only seeks forwards
-            if not (info.isreg() or info.isdir()):
-                if is_image_name(info.name):
-                    raise StageError(f"{path}: member {info.name!r} is a link or a special file, not an image; "
-                                     "refusing to extract; check data.url in params.yaml")
-                # One beside the images (a LICENSE linked to another copy): left out and counted,
-                # as any file not named as an image is; only images are ever written.
-            members.append(Member(info.name, info.size if info.isreg() else 0, info.isdir(), info))
+            members.append(Member(info.name, info.size if info.isreg() else 0, info.isdir(), info, info.isreg()))
         # tarfile stops without a word at a damaged header past the first one; a whole tar
         # ends in zero blocks (or just ends), so anything else there is damage.
         archive.fileobj.seek(archive.offset)
@@ -95,21 +92,34 @@ def opened(path: Path, kind: str) -> Iterator[tuple[list[Member], Callable[..., 
 
 
 def safe_members(members: list[Member], where: Path) -> list[Member]:
-    """The archive's non-junk members, their names made plain relative POSIX paths; refuses
-    any that would land outside the target folder."""
+    """The archive's non-junk members, their names made plain relative POSIX paths. Refuses
+    any that would land outside the target folder, a link or special file named as an
+    image, and two files whose names differ only in spelling."""
     kept = []
+    spelled: dict[str, str] = {}  # plain name -> the name a file was given as
     for member in members:
         name = member.name
         # Backslashes count as separators too: a zip made on Windows may use them.
         parts = name.replace("\\", "/").split("/")
-        if name.startswith(("/", "\\")) or _DRIVE.match(name) or ".." in parts:
-            raise StageError(f"{where}: unsafe member {name!r} (absolute or outside the target "
-                             f"folder); refusing to extract; check data.url in params.yaml")
         # "train\\hotdog\\1.jpg", "train/./hotdog/1.jpg" and "train//hotdog/1.jpg" all name
         # train/hotdog/1.jpg; left as given, the layout would read a class named "." or "".
         plain = "/".join(part for part in parts if part not in ("", "."))
-        if plain and not is_junk(plain):
-            kept.append(member._replace(name=plain))
+        if name.startswith(("/", "\\")) or _DRIVE.match(name) or _DRIVE.match(plain) or ".." in parts:
+            raise StageError(f"{where}: unsafe member {name!r} (absolute or outside the target "
+                             f"folder); refusing to extract; check data.url in params.yaml")
+        is_dir = member.is_dir or name.endswith(("/", "\\"))  # a Windows tool's folder: "cat\\"
+        if not plain or is_junk(plain):
+            continue
+        if not is_dir:
+            if not member.regular and is_image_name(plain):
+                # Only regular files are ever written; one not named as an image (a LICENSE
+                # linked to a shared copy) is left out and counted, as any such file is.
+                raise StageError(f"{where}: member {name!r} is a link or a special file, not an image; "
+                                 "refusing to extract; check data.url in params.yaml")
+            if spelled.setdefault(plain, name) != name:
+                raise StageError(f"{where}: members {spelled[plain]!r} and {name!r} both name the file "
+                                 f"{plain!r}; refusing to extract; check data.url in params.yaml")
+        kept.append(member._replace(name=plain, is_dir=is_dir))
     return kept
 
 
@@ -144,11 +154,11 @@ def extract(archive_path: Path, dest: Path, max_bytes: int, classes: Sequence[st
             members = safe_members(members, archive_path)  # before anything is written
             files = {m.name: m for m in members if not m.is_dir}
             layout = detect(list(files), str(archive_path))
-            chosen = set(select(layout.classes, classes, str(archive_path)))
+            chosen = select(layout.classes, classes, str(archive_path))
             wanted = {layout.prefix + name for cls in chosen for name in layout.files[cls]}
             # In archive order, so that a tar reads forwards; a folder of the same name as an
             # image (a tar drops the folder's trailing /) is not one.
-            wanted_members = [m for m in members if not m.is_dir and m.name in wanted]
+            wanted_members = [m for m in members if m.regular and not m.is_dir and m.name in wanted]
             check_size(wanted_members, archive_path, Path(dest), max_bytes)
             with atomic_path(dest) as tmp:
                 tmp.mkdir()
@@ -159,7 +169,8 @@ def extract(archive_path: Path, dest: Path, max_bytes: int, classes: Sequence[st
             raise  # the disk's trouble, not the archive's
         raise StageError(f"{archive_path}: corrupt {kind} archive ({err}); check data.url and data.sha1 "
                          f"in params.yaml") from None
-    print(f"extracted {len(wanted_members):,} files of {len(chosen)} classes into {dest}", flush=True)
+    print(f"extracted {len(wanted_members):,} files of {len(chosen)} classes ({named(chosen)}) into {dest}",
+          flush=True)
     for line in (layout.split_line(str(archive_path)), layout.left_out_line(str(archive_path))):
         if line:
             print(line, flush=True)

@@ -18,6 +18,7 @@ names, so a zip's members and a folder's files are read the same way.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import PurePosixPath
 from typing import NamedTuple, Sequence
@@ -116,6 +117,7 @@ def detect(files: Sequence[str], where: str) -> Layout:
     train/ and test/ whose class folders differ. In the SPLIT layout any image outside train/
     and the held-out folder (HELD_OUT) is ignored too."""
     given = sorted(n for n in files if n)
+    check_no_file_is_a_folder(given, where)
     names = [n for n in given if is_image_name(n)]
     left_out = tuple(n for n in given if not is_image_name(n))
     if not names:
@@ -160,6 +162,7 @@ def detect(files: Sequence[str], where: str) -> Layout:
                 raise wrong_depth(where, prefix + name, "<class>/<image>, or train/ and test/ each holding them")
             files.setdefault(parts[0], []).append(name)
         check_no_empty_classes(where, prefix, kind, held_out, left_out, {("", cls) for cls in files})
+    check_no_split_as_a_class(files, 1 if kind == SPLIT else 0, prefix, where)
     unused = tuple(name for name in HELD_OUT if name in tops and name != held_out) if kind == SPLIT else ()
     layout = Layout(prefix, kind, {cls: sorted(found) for cls, found in files.items()}, left_out, held_out, unused)
     check_classes(layout, where)
@@ -188,6 +191,41 @@ def check_no_empty_classes(where: str, prefix: str, kind: str, held_out: str, le
         folder, names = sorted(only_others.items())[0]
         raise StageError(f"{where}: class folder '{folder}' holds {len(names)} file(s) but no image named as one "
                          f"({kinds_of(names)}; e.g. {names[0]}); convert them to JPEG or PNG, or remove the folder")
+
+
+def named(classes: Sequence[str], most: int = 8) -> str:
+    """Classes for a log line, so that a misread layout shows: "cat, dog", or the first
+    `most` and how many more."""
+    shown = ", ".join(classes[:most])
+    return shown + (f" and {len(classes) - most} more" if len(classes) > most else "")
+
+
+def check_no_file_is_a_folder(names: Sequence[str], where: str) -> None:
+    """Refuse a name that is a file and also a folder holding others (x.png and x.png/y.png),
+    which no disk can hold."""
+    folders = {name[:i] for name in names for i, char in enumerate(name) if char == "/"}
+    both = sorted(folders.intersection(names))
+    if both:
+        raise StageError(f"{where}: {both[0]} is both a file and a folder; rename one; check data.url in params.yaml")
+
+
+# Folder names that say "a split", in any case and with any decoration: Training/,
+# test_set/, seg_train/. Such a folder at the class level that holds folders of images is a
+# split the layout did not recognise, not a class (Kaggle's cats and dogs comes as
+# training_set/training_set/cats/), and taking it as one would train "train against test".
+SPLIT_WORDS = frozenset({"train", "training", "test", "testing", "val", "valid", "validation"})
+
+
+def check_no_split_as_a_class(files: dict[str, list[str]], depth: int, prefix: str, where: str) -> None:
+    """Refuse a class whose name is a split's and whose images are in folders inside it;
+    `depth` is the class folder's place in the names (1 under train/ and test/, else 0)."""
+    for cls, names in sorted(files.items()):
+        deeper = [name for name in names if name.count("/") > depth + 1]
+        if deeper and SPLIT_WORDS & set(re.split(r"[^a-z]+", cls.lower())):
+            raise StageError(f"{where}: '{cls}' looks like a split, not a class, and holds folders of images "
+                             f"(e.g. {prefix}{deeper[0]}); name the splits train/ and test/ (or val/), each holding "
+                             "the class folders, at the top or inside a single top folder; check data.url in "
+                             "params.yaml")
 
 
 def wrong_depth(where: str, name: str, expected: str) -> StageError:
