@@ -157,6 +157,14 @@ def test_batches_hold_many_images_and_change_no_answer(trained, monkeypatch):
                           torch.tensor([a.probabilities or (0.0, 0.0) for a in one_by_one]), atol=1e-6)
 
 
+def test_a_folder_is_searched_as_the_pipeline_reads_one(tmp_path):
+    # Every image at any depth, sorted; not a photo tool's thumbnails, nor other files.
+    for name in ("b.jpg", "a/2019/c.PNG", "a/d.txt", "@eaDir/b.jpg/thumb.jpg", "a/.thumbnails/c.png", "._b.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert list(sources.expand([str(tmp_path)])) == [str(tmp_path / "a/2019/c.PNG"), str(tmp_path / "b.jpg")]
+
+
 # ------------------------------------------------------------------ any number of classes
 
 THREE = ("cat", "dog", "emu")

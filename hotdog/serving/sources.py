@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from hotdog.core.files import size_text
 from hotdog.core.http import TIMEOUT, USER_AGENT
+from hotdog.data.archive import is_junk
 from hotdog.data.layout import IMAGE_SUFFIXES, is_image_name
 
 # A folder is searched for what the training data counts as images (IMAGE_SUFFIXES); a file
@@ -42,7 +43,9 @@ def expand(inputs: Iterable[str]) -> Iterator[str | Unusable]:
         if is_url(given) or path.is_file():
             yield given
         elif path.is_dir():
-            found = sorted(str(p) for p in path.rglob("*") if is_image_name(p.name) and p.is_file())
+            # As the pipeline reads a data set: no thumbnails from a photo tool's hidden folders.
+            found = sorted(str(p) for p in path.rglob("*")
+                           if is_image_name(p.name) and not is_junk(p.relative_to(path).as_posix()) and p.is_file())
             if not found:
                 yield Unusable(given, f"no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
             yield from found
