@@ -19,7 +19,7 @@ from typing import IO, Callable, Iterator, NamedTuple, Sequence
 
 from hotdog.core.errors import StageError
 from hotdog.core.files import atomic_path, size_text
-from hotdog.data.layout import Layout, detect, is_image_name, named, select
+from hotdog.data.layout import Layout, class_list, detect, is_image_name, select
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # What a damaged archive raises while it is read: zipfile's and tarfile's own errors, those of
@@ -169,7 +169,7 @@ def extract(archive_path: Path, dest: Path, max_bytes: int, classes: Sequence[st
             raise  # the disk's trouble, not the archive's
         raise StageError(f"{archive_path}: corrupt {kind} archive ({err}); check data.url and data.sha1 "
                          f"in params.yaml") from None
-    print(f"extracted {len(wanted_members):,} files of {len(chosen)} classes ({named(chosen)}) into {dest}",
+    print(f"extracted {len(wanted_members):,} files of {len(chosen)} classes ({class_list(chosen, 8)}) into {dest}",
           flush=True)
     for line in (layout.split_line(str(archive_path)), layout.left_out_line(str(archive_path))):
         if line:

@@ -193,11 +193,12 @@ def check_no_empty_classes(where: str, prefix: str, kind: str, held_out: str, le
                          f"({kinds_of(names)}; e.g. {names[0]}); convert them to JPEG or PNG, or remove the folder")
 
 
-def named(classes: Sequence[str], most: int = 8) -> str:
-    """Classes for a log line, so that a misread layout shows: "cat, dog", or the first
-    `most` and how many more."""
-    shown = ", ".join(classes[:most])
-    return shown + (f" and {len(classes) - most} more" if len(classes) > most else "")
+def class_list(classes: Sequence[str], limit: int = 6) -> str:
+    """Class names for a message: all of them, or the first `limit` and how many more. The
+    download stage's line names them, so that a misread layout shows; the report and the
+    model card use it too."""
+    shown = ", ".join(classes[:limit])
+    return shown if len(classes) <= limit else f"{shown} and {len(classes) - limit} more"
 
 
 def check_no_file_is_a_folder(names: Sequence[str], where: str) -> None:

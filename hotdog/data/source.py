@@ -21,7 +21,7 @@ from hotdog.core.errors import StageError
 from hotdog.core.files import atomic_path, size_text
 from hotdog.data.archive import is_junk
 from hotdog.data.fetch import is_local, local_path
-from hotdog.data.layout import detect, is_image_name, named, select
+from hotdog.data.layout import class_list, detect, is_image_name, select
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say: every packing of the same files is byte-identical
 
@@ -85,7 +85,7 @@ def pack(folder: Path, dest: Path, max_bytes: int, classes: list[str] | None) ->
             info = zipfile.ZipInfo(name, ZIP_DATE)
             with (folder / name).open("rb") as src, archive.open(info, "w") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
-    print(f"packed {len(names):,} images of {len(chosen)} classes ({named(chosen)}) from {folder} into {dest}",
+    print(f"packed {len(names):,} images of {len(chosen)} classes ({class_list(chosen, 8)}) from {folder} into {dest}",
           flush=True)
     if layout.left_out:
         print(layout.left_out_line(str(folder)), flush=True)

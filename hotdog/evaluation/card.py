@@ -23,13 +23,12 @@ from hotdog.core.markdown import table
 from hotdog.core.names import RUNS, SPLITS
 from hotdog.core.params import RunParams, TrainParams, WeightsParams
 from hotdog.core.paths import Paths
-from hotdog.data.layout import FOLDERS, HELD_OUT, SPLIT
+from hotdog.data.layout import FOLDERS, HELD_OUT, SPLIT, class_list
 from hotdog.evaluation.calibration import ECE_BINS
 from hotdog.evaluation.results import (
     PRODUCERS,
     RUN_TITLES,
     SEED_PUBLISHED,
-    class_list,
     malformed,
     missing,
     stale_classes,

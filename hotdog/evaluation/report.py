@@ -18,13 +18,13 @@ from pydantic import BaseModel
 from hotdog.core.markdown import table
 from hotdog.core.names import RUNS, SPLITS
 from hotdog.core.paths import Paths
+from hotdog.data.layout import class_list
 from hotdog.data.upright import upright
 from hotdog.evaluation.calibration import ECE_BINS, calibration_bins
 from hotdog.evaluation.results import (
     PRODUCERS,
     RUN_TITLES,
     TOP5,
-    class_list,
     comparison_header,
     comparison_rows,
     evaluated_classes,

@@ -14,6 +14,7 @@ from hotdog.core.errors import StageError
 from hotdog.core.names import RUNS
 from hotdog.core.paths import Paths
 from hotdog.core.schema import MANIFEST, PREDICTIONS, classes_of, read_table
+from hotdog.data.layout import class_list
 
 # Published in d2l's "Fine-Tuning" page (the seed); measured there on two GPUs with
 # nn.DataParallel, so the speeds are not comparable to ours, only the accuracies.
@@ -205,12 +206,6 @@ def read_predictions(paths: Paths) -> Labelled:
         if not any(r["model"] == run for r in rows):
             raise malformed(paths.predictions, stage, f"no rows for model {run!r}")
     return Labelled(classes, rows)
-
-
-def class_list(classes: Sequence[str], limit: int = 6) -> str:
-    """Class names for a message: all of them, or the first `limit` and how many more."""
-    shown = ", ".join(classes[:limit])
-    return shown if len(classes) <= limit else f"{shown} and {len(classes) - limit} more"
 
 
 def stale_classes(path: Path, stage: str, classes: Sequence[str], reference: Path,
