@@ -18,13 +18,14 @@ import torch
 import torchvision
 from ruamel.yaml import YAML
 from servers import serve_directory
-from synthetic import class_files, write_zip_declaring
+from synthetic import class_files, write_tree, write_zip_declaring
 
 from hotdog.core.errors import StageError
 from hotdog.core.names import CLASSES, SPLITS
 from hotdog.data import fetch
 from hotdog.data.archive import extract
 from hotdog.data.manifest import scan
+from hotdog.data.source import pack
 from hotdog.model.weights import check_state_dict, load_weights, resnet18_shapes
 from stages import weights
 
@@ -292,6 +293,56 @@ def test_test_is_the_test_split_when_val_is_there_too(tmp_path: Path, capsys) ->
     with pytest.raises(StageError, match=r"train/ and val/ hold different class folders \(only in train/: \['dog'\]; "
                                          r"only in val/: none\)"):
         extract(make_zip(tmp_path / "uneven.zip", members), tmp_path / "uneven", LIMIT)
+
+
+@pytest.mark.parametrize("held_out", ["test", "val"])
+def test_a_split_inside_each_class_folder_goes_on_top(tmp_path: Path, held_out: str, capsys) -> None:
+    # Some keep a data set's split the other way round: cat/train/, cat/test/. Read as class
+    # folders, its test photos would be trained on and the split lost; it is kept, on top.
+    members = {f"pets/{cls}/{split}/{i}.png": f"{cls}{split}{i}".encode()
+               for cls in ("cat", "dog") for split in ("train", held_out) for i in range(2)}
+    deeper = {"pets/cat/train/2019/9.png": b"by date", "pets/dog/valid/0.png": b"another held-out folder"}
+    beside = {"pets/cat/cover.png": b"beside the split, as a README is", "pets/dog/train/notes.txt": b"x"}
+    archive = make_zip(tmp_path / "pets.zip", {**members, **deeper, **beside})
+    layout = extract(archive, tmp_path / "images", LIMIT)
+    assert layout.kind == "split" and layout.inside and layout.held_out == held_out
+    assert layout.classes == ("cat", "dog") and layout.unused == ("valid",)
+    expected = {"/".join(("train" if split == "train" else "test", cls, rest)): name
+                for name in [*members, "pets/cat/train/2019/9.png"] for _, cls, split, rest in [name.split("/", 3)]}
+    assert files_under(tmp_path / "images") == sorted(expected)
+    assert all((tmp_path / "images" / path).read_bytes() == {**members, **deeper}[name]
+               for path, name in expected.items())
+    assert capsys.readouterr().out.splitlines()[-2] == (
+        f"{archive}: each class folder's train/ and {held_out}/ are the split, unpacked as train/<class>/ and "
+        "test/<class>/; left out: valid/")
+    result = scan(tmp_path / "images", None, 0.5, 0.0, workers=1)
+    assert {split: sorted({row["class_name"] for row in table.to_pylist()})
+            for split, table in result.tables.items()} == {"train": ["cat", "dog"], "test": ["cat", "dog"]}
+
+
+@pytest.mark.parametrize("members, line", [
+    ({**{f"cat/{s}/{i}.png": b"x" for s in ("train", "test") for i in (0, 1)}, "dog/0.png": b"y", "dog/1.png": b"y"},
+     r"class folder 'dog' holds no train/ or test/ of images, but 'cat' holds its own train/ and test/; give every "
+     r"class folder both, or none"),
+    ({**{f"cat/{s}/{i}.png": b"x" for s in ("train", "val") for i in (0, 1)}, "dog/train/0.png": b"y",
+      "dog/val/0.heic": b"y"}, r"class folder 'dog' holds no val/ of images, but 'cat' holds its own train/ and val/"),
+])
+def test_a_split_inside_only_some_class_folders_is_refused(tmp_path: Path, members: dict, line: str) -> None:
+    # Which of the others' photos are test photos would be a guess.
+    with pytest.raises(StageError, match=line):
+        extract(make_zip(tmp_path / "pets.zip", members), tmp_path / "images", LIMIT)
+    assert not (tmp_path / "images").exists()
+
+
+def test_a_folder_with_a_split_inside_its_class_folders_is_packed_and_unpacked(tmp_path: Path) -> None:
+    given = class_files(("cat", "dog"), {"train": 2, "test": 1}, top="inside")  # inside/<split>/<class>/…
+    write_tree(tmp_path, {f"inside/{cls}/{split}/{image}": data
+                          for name, data in given.items() for _, split, cls, image in [name.split("/")]})
+    folder = tmp_path / "inside"
+    assert pack(folder, tmp_path / "packed.zip", LIMIT, None) == 6
+    extract(tmp_path / "packed.zip", tmp_path / "images", LIMIT)
+    assert files_under(tmp_path / "images") == [f"{s}/{c}/{i}.png" for s, n in (("test", 1), ("train", 2))
+                                                for c in ("cat", "dog") for i in range(n)]
 
 
 @pytest.mark.parametrize("top", ["", "signs/"])

@@ -3,7 +3,8 @@
 Two layouts, each at the top of the archive or folder, or inside a top folder (or a folder
 in it, and so on: a single folder at each level):
 - `train/` and `test/`, each holding the same class folders of images (d2l's hotdog.zip),
-  where `val/`, `valid/` or `validation/` may stand in for `test/` (HELD_OUT);
+  where `val/`, `valid/` or `validation/` may stand in for `test/` (HELD_OUT); or the same
+  split kept the other way round, inside each class folder (`cat/train/`, `cat/test/`);
 - class folders of images alone, which the manifest stage splits (hotdog.data.split).
 
 An image belongs to the class folder it is in, however deep: `cat/2019/beach/1.jpg` is a
@@ -67,6 +68,7 @@ class Layout(NamedTuple):
     left_out: tuple[str, ...] = ()  # the files not named as images, as given, sorted
     held_out: str = SPLITS[1]  # SPLIT: the folder beside train/ that is the test split
     unused: tuple[str, ...] = ()  # SPLIT: the other HELD_OUT folders the data set has, left out
+    inside: bool = False  # SPLIT: the split folders are inside each class folder (cat/train/)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -75,17 +77,47 @@ class Layout(NamedTuple):
 
     def unpacked_name(self, name: str) -> str:
         """Where the file `name` (relative to `prefix`) goes in the images folder: the same,
-        but for the held-out folder, which becomes test/."""
-        if self.kind == SPLIT and name.startswith(f"{self.held_out}/"):
+        but for the held-out folder, which becomes test/, and a split inside each class
+        folder, which goes on top (cat/val/1.jpg becomes test/cat/1.jpg)."""
+        if self.kind != SPLIT:
+            return name
+        if self.inside:
+            cls, split, rest = name.split("/", 2)
+            return f"{SPLITS[0] if split == SPLITS[0] else SPLITS[1]}/{cls}/{rest}"
+        if name.startswith(f"{self.held_out}/"):
             return f"{SPLITS[1]}/{name[len(self.held_out) + 1:]}"
         return name
 
     def split_line(self, where: str) -> str | None:
-        """One line on which folder is the test split, when it is not test/ alone; else None."""
-        if self.kind != SPLIT or (self.held_out == SPLITS[1] and not self.unused):
+        """One line on which folder is the test split, when it is not test/ alone at the top;
+        else None."""
+        if self.kind != SPLIT or (self.held_out == SPLITS[1] and not self.unused and not self.inside):
             return None
         unused = f"; left out: {', '.join(f'{u}/' for u in self.unused)}" if self.unused else ""
+        if self.inside:
+            return (f"{where}: each class folder's train/ and {self.held_out}/ are the split, unpacked as "
+                    f"train/<class>/ and test/<class>/{unused}")
         return f"{where}: {self.held_out}/ is the test split{unused}"
+
+    def folder_of(self, name: str) -> str | None:
+        """The class folder that the file `name` (relative to `prefix`) counts in, as the data
+        set spells it ("cat", "train/cat" or "cat/train"), or None for a file the layout
+        ignores: one outside train/ and the held-out folder."""
+        parts = name.split("/")
+        if self.kind == FOLDERS:
+            return parts[0] if len(parts) >= 2 else None
+        split = parts[1 if self.inside else 0] if len(parts) >= 3 else None
+        return "/".join(parts[:2]) if split in (SPLITS[0], self.held_out) else None
+
+    def class_of(self, folder: str) -> str:
+        """The class a folder from folder_of holds."""
+        parts = folder.split("/")
+        return parts[1] if self.kind == SPLIT and not self.inside else parts[0]
+
+    def split_of(self, folder: str) -> str:
+        """The split folder (as the data set names it) of a folder from folder_of; "" for FOLDERS."""
+        parts = folder.split("/")
+        return "" if self.kind == FOLDERS else parts[0 if not self.inside else 1]
 
     def left_out_line(self, where: str) -> str | None:
         """One line on the files left out as no images, for the log; None when there are none."""
@@ -134,59 +166,73 @@ def detect(files: Sequence[str], where: str) -> Layout:
         prefix += top
         names = [n[len(top):] for n in names]
         tops = {n.split("/")[0] for n in names}
-    kind = kind_of(tops)
-    held_out = held_out_of(tops) or SPLITS[1]
+    held_out = held_out_of(tops)
+    inside = False
+    if held_out is None:
+        held_out = held_out_inside(names, where)
+        inside = held_out is not None
+    kind = SPLIT if held_out else FOLDERS
+    splits = {n.split("/")[1] for n in names if n.count("/") >= 2} if inside else tops
+    unused = tuple(name for name in HELD_OUT if name in splits and name != held_out) if kind == SPLIT else ()
+    shape = Layout(prefix, kind, {}, left_out, held_out or SPLITS[1], unused, inside)
     files: dict[str, list[str]] = {}
+    per_split: dict[str, set[str]] = {}
+    for name in names:
+        folder = shape.folder_of(name)
+        top = name.split("/")[0]
+        if folder is None and kind == FOLDERS:
+            raise wrong_depth(where, prefix + name, "<class>/<image>, or train/ and test/ each holding them")
+        if folder is None and not inside and top in (SPLITS[0], held_out):
+            raise wrong_depth(where, prefix + name, f"{top}/<class>/<image>")
+        if folder is None:
+            continue  # beside the split folders, as a README is: not the data set's
+        per_split.setdefault(shape.split_of(folder), set()).add(shape.class_of(folder))
+        files.setdefault(shape.class_of(folder), []).append(name)
+    check_no_empty_classes(shape, where, {shape.folder_of(name) for name in names})
     if kind == SPLIT:
-        per_split: dict[str, set[str]] = {}
-        for name in names:
-            parts = name.split("/")
-            if parts[0] not in (SPLITS[0], held_out):
-                continue
-            if len(parts) < 3:
-                raise wrong_depth(where, prefix + name, f"{parts[0]}/<class>/<image>")
-            per_split.setdefault(parts[0], set()).add(parts[1])
-            files.setdefault(parts[1], []).append(name)
-        check_no_empty_classes(where, prefix, kind, held_out, left_out,
-                               {(split, cls) for split, found in per_split.items() for cls in found})
-        train, test = (per_split.get(s, set()) for s in (SPLITS[0], held_out))
+        train, test = (per_split.get(s, set()) for s in (SPLITS[0], shape.held_out))
         if train != test:
             raise StageError(f"{where}: train/ and {held_out}/ hold different class folders (only in train/: "
                              f"{sorted(train - test) or 'none'}; only in {held_out}/: "
                              f"{sorted(test - train) or 'none'}); give both the same classes; check data.url "
                              "in params.yaml")
-    else:
-        for name in names:
-            parts = name.split("/")
-            if len(parts) < 2:
-                raise wrong_depth(where, prefix + name, "<class>/<image>, or train/ and test/ each holding them")
-            files.setdefault(parts[0], []).append(name)
-        check_no_empty_classes(where, prefix, kind, held_out, left_out, {("", cls) for cls in files})
     check_no_split_as_a_class(files, 1 if kind == SPLIT else 0, prefix, where)
-    unused = tuple(name for name in HELD_OUT if name in tops and name != held_out) if kind == SPLIT else ()
-    layout = Layout(prefix, kind, {cls: sorted(found) for cls, found in files.items()}, left_out, held_out, unused)
+    layout = shape._replace(files={cls: sorted(found) for cls, found in files.items()})
     check_classes(layout, where)
     return layout
 
 
-def check_no_empty_classes(where: str, prefix: str, kind: str, held_out: str, left_out: Sequence[str],
-                           present: set[tuple[str, str]]) -> None:
+def held_out_inside(names: Sequence[str], where: str) -> str | None:
+    """The test split's folder when every class folder holds its own train/ beside one of
+    HELD_OUT (cat/train/, cat/test/, dog/train/, dog/test/), a split kept the other way round;
+    None when no class folder does. One line when only some do: which of their photos are
+    test photos would be a guess."""
+    subfolders: dict[str, set[str]] = {}
+    for parts in (name.split("/") for name in names if "/" in name):
+        subfolders.setdefault(parts[0], set()).update(parts[1:2] if len(parts) >= 3 else ())
+    split = sorted(cls for cls, found in subfolders.items() if held_out_of(found))
+    if not split:
+        return None
+    held_out = next(name for name in HELD_OUT if any(name in subfolders[cls] for cls in split))
+    for cls, found in sorted(subfolders.items()):
+        if missing := [f"{name}/" for name in (SPLITS[0], held_out) if name not in found]:
+            raise StageError(f"{where}: class folder '{cls}' holds no {' or '.join(missing)} of images, but "
+                             f"'{split[0]}' holds its own train/ and {held_out}/; give every class folder both, "
+                             "or none (the pipeline then splits them); check data.url in params.yaml")
+    return held_out
+
+
+def check_no_empty_classes(layout: Layout, where: str, present: set[str | None]) -> None:
     """Refuse a class folder whose files are all left out (a folder of .heic photos, say),
     which would otherwise drop out of the classes, or out of one split. `present` holds the
-    (split folder, class) pairs that have images; the split folder is "" for FOLDERS."""
+    class folders (Layout.folder_of) that have images."""
     only_others: dict[str, list[str]] = {}
-    for name in left_out:
-        if not name.startswith(prefix):
+    for name in layout.left_out:
+        if not name.startswith(layout.prefix):
             continue
-        parts = name[len(prefix):].split("/")
-        if kind == SPLIT and len(parts) >= 3 and parts[0] in (SPLITS[0], held_out):
-            folder = (parts[0], parts[1])
-        elif kind == FOLDERS and len(parts) >= 2:
-            folder = ("", parts[0])
-        else:
-            continue
-        if folder not in present:
-            only_others.setdefault("/".join(f for f in folder if f), []).append(name)
+        folder = layout.folder_of(name[len(layout.prefix):])
+        if folder is not None and folder not in present:
+            only_others.setdefault(folder, []).append(name)
     if only_others:
         folder, names = sorted(only_others.items())[0]
         raise StageError(f"{where}: class folder '{folder}' holds {len(names)} file(s) but no image named as one "
