@@ -1,12 +1,15 @@
 """The export stage: ONNX and TorchScript files that answer as the checkpoint does, carry
 their metadata, take any batch size, and are never written when they stray."""
 
+import io
 import json
 import warnings
 
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
 
 from hotdog.core.errors import StageError
 from hotdog.core.names import CLASSES, RUNS
@@ -15,6 +18,7 @@ from hotdog.model import export
 from hotdog.model.checkpoint import save_checkpoint
 from hotdog.model.inference import Trained
 from hotdog.model.resnet import build_model
+from hotdog.serving import predict
 
 SIZE = 32
 
@@ -51,6 +55,25 @@ def test_both_exports_answer_as_the_checkpoint_and_say_what_they_are(tmp_path):
         warnings.simplefilter("ignore")  # TorchScript's deprecation note
         torch.jit.load(str(tmp_path / "m.pt"), _extra_files=extra)
     assert json.loads(extra["hotdog.json"]) == meta
+
+
+@pytest.mark.numeric
+def test_the_input_the_metadata_describes_is_the_test_view():
+    # A caller outside the project has only the metadata's words: each of its steps, done with
+    # PIL and torchvision here, must give the evaluate stage's view, pixel for pixel. A photo
+    # that is not square shows a step left out: without the squash, the crop is another one.
+    text = export.metadata("finetune", ["a", "b"], 32, {}, "f" * 40)["input"]
+    assert text.startswith("uint8 RGB NCHW, 32x32; any batch size. From a photo: turn it upright")
+    assert "resize its shorter side to 37 px" in text and "resize that to 37x37" in text
+    assert text.endswith("then centre-crop 32x32")
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (30, 70, 3), dtype=np.uint8), "RGB")  # 70 wide, 30 high
+    encoded = io.BytesIO()
+    photo.save(encoded, "PNG")
+    shorter = TF.pil_to_tensor(photo.resize((int(37 * 70 / 30), 37), Image.BILINEAR))
+    described = TF.center_crop(TF.resize(shorter, [37, 37], antialias=True), [32, 32])
+    assert torch.equal(described, predict.test_view(encoded.getvalue(), 32))
+    assert not torch.equal(TF.center_crop(shorter, [32, 32]), described)
 
 
 def test_the_torchscript_file_holds_no_device_of_its_own(tmp_path):
@@ -124,8 +147,6 @@ def test_the_stage_writes_every_file_or_none(decoded_project, monkeypatch):
 
 def test_predict_answers_with_the_onnx_file_as_with_the_checkpoint(tmp_path, capsys):
     from synthetic import class_files, write_tree
-
-    from hotdog.serving import predict
 
     model = trained()
     params = {"seed": 0, "train": {"image_size": SIZE}}

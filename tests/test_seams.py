@@ -115,12 +115,12 @@ def test_code_deps_follow_what_each_stage_uses():
     # Editing the loop retrains both models; evaluate then re-runs because the checkpoints
     # changed, never because of the code. The eval transform is evaluate's and the training
     # stages' (their test views) and export's (its parity check), not decode's, whose resize is in
-    # data/sizes.py.
+    # data/sizes.py (which the report's model card reads too, to describe the test view).
     loop, transform, sizes = "hotdog/training/train.py", "hotdog/data/transforms.py", "hotdog/data/sizes.py"
     assert loop in stage_deps("finetune") and loop in stage_deps("scratch") and loop not in stage_deps("evaluate")
     assert {name for name in STAGES if transform in stage_deps(name)} == {"finetune", "scratch", "evaluate", "export"}
     assert {name for name in STAGES if sizes in stage_deps(name)} == {"decode", "finetune", "scratch", "evaluate",
-                                                                      "export"}
+                                                                      "export", "report"}
 
 
 @pytest.mark.parametrize("name", STAGES)

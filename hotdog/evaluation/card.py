@@ -24,6 +24,7 @@ from hotdog.core.names import RUNS, SPLITS
 from hotdog.core.params import RunParams, TrainParams, WeightsParams
 from hotdog.core.paths import Paths
 from hotdog.data.layout import FOLDERS, HELD_OUT, SPLIT, class_list
+from hotdog.data.sizes import eval_resize
 from hotdog.evaluation.calibration import ECE_BINS
 from hotdog.evaluation.results import (
     PRODUCERS,
@@ -398,8 +399,9 @@ def _recipe_section(recipe: Recipe, evidence: Evidence, paths: Paths) -> list[st
             f"Both: ResNet-18 with a {len(evidence.classes)}-way output layer, {epochs} of SGD on the loss "
             f"summed over each batch of {s.batch_size} images (as d2l), weight decay {s.weight_decay:g}, seed "
             f"{recipe.seed}. Training images are random crops (random scale and aspect ratio) resized to "
-            f"{s.image_size} × {s.image_size} px, flipped at random; test images are resized and centre-cropped "
-            f"to {s.image_size} × {s.image_size} px. train.device is {s.device} and train.precision {s.precision} "
+            f"{s.image_size} × {s.image_size} px, flipped at random; test images have their shorter side resized to "
+            f"{eval_resize(s.image_size)} px, are squashed to {eval_resize(s.image_size)} × {eval_resize(s.image_size)} "
+            f"(as d2l's test transform) and centre-cropped to {s.image_size} × {s.image_size} px. train.device is {s.device} and train.precision {s.precision} "
             "(auto picks by machine; the table says what ran).", "",
             f"Base weights: `{w.url}` (weights.url), SHA-256 `{w.sha256}` (weights.sha256{prefix}, checked when "
             f"downloaded); `{paths.weights.as_posix()}` {recorded(evidence.digests, paths.weights)}.", ""]

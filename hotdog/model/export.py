@@ -2,8 +2,9 @@
 and TorchScript (torch alone), each checked against the checkpoint before it is written.
 
 Both take what the evaluate stage feeds the model, the test view of an image (uint8 RGB,
-NCHW, image_size square: the shorter side resized to the test resize, then centre-cropped),
-and answer every class's probability. The ImageNet normalisation and the softmax are inside,
+NCHW, image_size square: the shorter side resized to the test resize, then squashed to a
+square of that side, then centre-cropped; metadata's `input` spells it out), and answer
+every class's probability. The ImageNet normalisation and the softmax are inside,
 so a caller only resizes and crops. Each file carries its metadata: the classes, the input,
 the normalisation, and the params and data digest it came from.
 """
@@ -53,11 +54,17 @@ class Deployable(nn.Module):
 
 def metadata(run: str, classes: Sequence[str], image_size: int, params: dict, data_sha1: str) -> dict[str, str]:
     """What a deployed model must say about itself, as strings (ONNX metadata_props)."""
+    resize = eval_resize(image_size)
     return {
         "run": run,
         "classes": json.dumps(list(classes)),
-        "input": (f"uint8 RGB NCHW, {image_size}x{image_size}: the image's shorter side resized to "
-                  f"{eval_resize(image_size)} px (bilinear), then centre-cropped; any batch size"),
+        # Every step, in order: a caller who skips the squash gets other pixels from any photo
+        # that is not square (hotdog.data.decode.rgb_pixels, then transforms.eval_view).
+        "input": (f"uint8 RGB NCHW, {image_size}x{image_size}; any batch size. From a photo: turn it upright by "
+                  f"its EXIF orientation, convert to RGB, resize its shorter side to {resize} px (bilinear, the "
+                  f"longer side scaled and rounded down), resize that to {resize}x{resize} (bilinear, "
+                  f"antialiased: the aspect ratio is not kept, as in d2l's test transform), then centre-crop "
+                  f"{image_size}x{image_size}"),
         "output": "float32 probabilities, one per class in the order of `classes`",
         "image_size": str(image_size),
         "normalisation": json.dumps({"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "scale": 1 / 255}),
