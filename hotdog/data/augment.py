@@ -168,20 +168,38 @@ class DecodedImages(Dataset):
         return train_view(image, plan.boxes[index], bool(plan.flips[index]), self.size), self.labels[index]
 
 
+def batch_bounds(images: int, batch_size: int, world: int = 1) -> list[tuple[int, int]]:
+    """Each global batch of an epoch, as (start, end) in the plan's order: `batch_size`
+    images, the last one the rest.
+
+    A rest so small that a process's share of it would be a single image joins the batch
+    before it (in one process: a rest of one). BatchNorm cannot train on one image; torch
+    raises, and would have for d2l's loader too. A train split of 129 images at batch 128
+    trains as one batch of 129: every image once an epoch, as before."""
+    starts = list(range(0, images, batch_size))
+    rest = images - starts[-1] if starts else 0
+    if len(starts) > 1 and rest < min(2 * world, batch_size):
+        # Shares as distributed.share cuts them: the rest over `world` parts, some of one
+        # image when it is under 2 * world.
+        starts.pop()
+    return list(zip(starts, [*starts[1:], images]))
+
+
 class PlannedBatches(Sampler[list[int]]):
-    """The DataLoader's batch sampler: the current plan's order, cut into global batches of
-    `batch_size`, of which this process takes its share (all of it in one process)."""
+    """The DataLoader's batch sampler: the current plan's order, cut into global batches
+    (batch_bounds), of which this process takes its share (all of it in one process)."""
 
     def __init__(self, dataset: DecodedImages, batch_size: int, shard: Shard = SINGLE):
-        self.dataset, self.batch_size, self.shard = dataset, batch_size, shard
+        self.dataset, self.shard = dataset, shard
+        self.bounds = batch_bounds(len(dataset), batch_size, shard.world)
 
     def __len__(self) -> int:
-        return -(-len(self.dataset) // self.batch_size)
+        return len(self.bounds)
 
     def __iter__(self) -> Iterator[list[int]]:
         order = self.dataset.plan.order
-        for start in range(0, len(order), self.batch_size):
-            yield share(order[start:start + self.batch_size], self.shard).tolist()
+        for start, end in self.bounds:
+            yield share(order[start:end], self.shard).tolist()
 
 
 def collate(samples: list[tuple[torch.Tensor, int]], size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,7 +252,8 @@ class ResidentBatches:
     name = "device"
 
     def __init__(self, images: DecodedImages, batch_size: int, device: torch.device, shard: Shard = SINGLE):
-        self.images, self.batch_size, self.size, self.shard = images, batch_size, images.size, shard
+        self.images, self.size, self.shard = images, images.size, shard
+        self.bounds = batch_bounds(len(images), batch_size, shard.world)
         sizes = images.heights * images.widths * 3
         self.pixels = torch.empty(int(sizes.sum()), dtype=torch.uint8, device=device)
         starts = torch.cumsum(sizes, 0) - sizes
@@ -247,15 +266,15 @@ class ResidentBatches:
         self.images.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return -(-len(self.images) // self.batch_size)
+        return len(self.bounds)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         plan = self.images.plan
         # Once an epoch: a blocking copy to CUDA waits for the stream to drain, so one per
         # batch would stall every step (hotdog cuda-check counts such waits).
         flips = plan.flips.to(self.pixels.device)
-        for start in range(0, len(self.images), self.batch_size):
-            index = share(plan.order[start:start + self.batch_size], self.shard)
+        for start, end in self.bounds:
+            index = share(plan.order[start:end], self.shard)
             on_device = index.to(self.pixels.device, non_blocking=True)
             yield (resized_crops(self.pixels, self.starts, self.widths, on_device, plan.boxes[index],
                                  flips[on_device], self.size), self.labels[on_device])

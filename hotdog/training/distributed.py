@@ -6,8 +6,10 @@ nn.DataParallel spreads each batch over every GPU it finds.
   Started by `torchrun` (several nodes), the processes exist already, and the stage joins them.
 - Every process follows the same epoch plan and takes its share of each global batch of
   train.batch_size, cut as torch.tensor_split cuts it (sizes differ by at most one). A last
-  batch smaller than the number of processes leaves some shares empty; ResNet's layers take
-  an empty batch (zero gradients, BatchNorm's statistics untouched), so no special case.
+  batch that would give some process a single image joins the one before it
+  (hotdog.data.augment.batch_bounds): BatchNorm cannot train on one image. A split smaller
+  than the number of processes leaves some shares empty; ResNet's layers take an empty
+  batch (zero gradients, BatchNorm's statistics untouched), so no special case.
 - Gradients are SUMMED across processes by a communication hook, where DDP would average
   them: a step follows the gradient of the loss summed over the global batch, as on one
   device, so the learning rates keep their meaning.

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from hotdog.core import events
+from hotdog.core.errors import StageError
 from hotdog.core.params import RunParams, TrainParams
 from hotdog.core.progress import tracked
 from hotdog.data.augment import DecodedImages, train_batches
@@ -202,6 +203,11 @@ def train(run: str, seed: int, params: TrainParams, run_params: RunParams, num_w
     model = build_model(pretrained, run_params.head_init, images.classes).to(device, memory_format=torch.channels_last)
     if run_params.freeze_body:
         freeze_body(model)
+    elif params.batch_size < 2 * shard.world:
+        # BatchNorm raises on a single image in train mode (a frozen body's stays in eval mode).
+        raise StageError(f"train.batch_size is {params.batch_size}, which gives each of {shard.world} process(es) "
+                         f"one image a step, and BatchNorm cannot train on one; set it to {2 * shard.world} or more "
+                         "in params.yaml")
     groups = param_groups(model, run_params.lr, run_params.head_lr_mult)
     optimizer = SGD(groups, weight_decay=params.weight_decay)
     records: list[dict] = []
