@@ -164,6 +164,29 @@ def test_the_decode_resize_is_torchvisions(size, mode):
         assert got.shape == expected.shape and np.array_equal(got, expected), (short_side, got.shape)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_16_bit_grey_decodes_as_its_top_8_bits_not_white(tmp_path, fmt):
+    # Scanners, microscopes and medical imaging write 16-bit grey. Pillow's convert("RGB")
+    # clips such values at 255: the photo came out white, in training and in predict alike.
+    rng = np.random.default_rng(0)
+    deep = rng.integers(0, 65536, (30, 40), dtype=np.uint16)
+    Image.fromarray(deep).save(tmp_path / f"deep.{fmt.lower()}", fmt)
+    Image.fromarray((deep >> 8).astype(np.uint8), "L").save(tmp_path / "shallow.png")
+    with Image.open(tmp_path / f"deep.{fmt.lower()}") as img:
+        assert img.mode.startswith("I;16")
+        got = rgb_pixels(img, 37)
+    with Image.open(tmp_path / "shallow.png") as img:
+        assert np.array_equal(got, rgb_pixels(img, 37))
+    assert 100 < got.mean() < 155  # uniform noise: about 127, where white is 255
+
+
+def test_an_image_too_long_and_thin_is_refused_before_decoding():
+    with pytest.raises(ValueError, match=r"^1 x 51 px, 51 times as long as it is wide, more than the 50 a photo may "
+                                         r"be; crop it$"):
+        rgb_pixels(Image.new("RGB", (1, 51)), 256)
+    assert rgb_pixels(Image.new("RGB", (50, 1)), 32).shape == (32, 1600, 3)
+
+
 # EXIF orientation -> how the stored pixels were turned from the upright photo (the
 # inverse of what a viewer applies; 2, 3, 4, 5 and 7 are their own inverses).
 STORED_AS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,

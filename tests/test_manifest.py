@@ -84,10 +84,45 @@ def test_parallel_probe_matches_serial(tiny_project):
 def test_too_many_rejects_fail_and_write_nothing(tiny_project):
     (tiny_project / "params.yaml").write_text(
         (tiny_project / "params.yaml").read_text().replace("max_reject_fraction: 0.2", "max_reject_fraction: 0.05"))
-    with pytest.raises(StageError, match=r"1 of 13 images in split 'train' are truncated or corrupt .*train/not-hotdog/1000.png"):
+    with pytest.raises(StageError, match=r"^1 of 13 images in split 'train' cannot be used, more than "
+                                         r"manifest.max_reject_fraction=0.05: train/not-hotdog/1000.png \(.*\); "
+                                         r"replace or remove them, or raise manifest.max_reject_fraction in params.yaml$"):
         run_manifest()
     assert not (tiny_project / "data/manifest").exists()
     assert not (tiny_project / "metrics").exists()
+    # Since nothing is written, the error names the first few rejects, not only the first.
+    for i in range(4):
+        (tiny_project / f"data/hotdog/train/hotdog/notes-{i}.png").write_bytes(b"not a picture")
+    with pytest.raises(StageError, match=r"^5 of 17 images .*: train/hotdog/notes-0.png \(not an image Pillow can "
+                                         r"read \(UnidentifiedImageError\)\); train/hotdog/notes-1.png \(.*\); "
+                                         r"train/hotdog/notes-2.png \(.*\); and 2 more; replace or remove them"):
+        run_manifest()
+
+
+def test_a_reject_reads_the_same_every_run(tmp_path):
+    # rejects.csv is a DVC output: Pillow's own message for a file it cannot identify names
+    # its BytesIO by memory address, which would change the file, and so re-run everything
+    # after the manifest, on every run.
+    (tmp_path / "train/hotdog").mkdir(parents=True)
+    (tmp_path / "train/hotdog/x.png").write_bytes(b"not a picture")
+    item = Item("train/hotdog/x.png", 0, "hotdog", "train")
+    first = probe_image(tmp_path, item).reason
+    assert first == "not an image Pillow can read (UnidentifiedImageError)" and " at 0x" not in first
+    assert probe_image(tmp_path, item).reason == first
+
+
+@pytest.mark.parametrize("size", [(1, 51), (4000, 79)])
+def test_an_image_too_long_and_thin_to_resize_is_rejected(tmp_path, size):
+    # Its shorter side would be resized to 256 px and the longer in proportion: 1 x 50,000
+    # px, a few hundred bytes, would take 9 GiB in the decode stage.
+    (tmp_path / "train/hotdog").mkdir(parents=True)
+    Image.new("RGB", size).save(tmp_path / "train/hotdog/strip.png")
+    Image.new("RGB", (size[0], max(1, size[0] // 50))).save(tmp_path / "train/hotdog/wide.png")  # 50:1 is kept
+    strip = probe_image(tmp_path, Item("train/hotdog/strip.png", 0, "hotdog", "train"))
+    ratio = max(size) / min(size)
+    assert strip.row is None and strip.reason == (f"{size[0]} x {size[1]} px, {ratio:,.0f} times as long as it is "
+                                                  "wide, more than the 50 a photo may be; crop it")
+    assert probe_image(tmp_path, Item("train/hotdog/wide.png", 0, "hotdog", "train")).reason is None
 
 
 def test_missing_class_folder(tiny_project):

@@ -14,6 +14,7 @@ from PIL import Image
 from hotdog.core.errors import StageError
 from hotdog.core.progress import tracked
 from hotdog.core.schema import DECODED, write_arrow
+from hotdog.data.photo import aspect_problem, eight_bit
 from hotdog.data.upright import upright
 
 BATCH_ROWS = 64
@@ -27,7 +28,9 @@ def rgb_pixels(img: Image.Image, short_side: int) -> np.ndarray:
     This is torchvision's resize(img, short_side) of a PIL image, the same PIL call, without
     importing torch and torchvision (seconds) into the decode stage and its workers.
     tests/test_data.py checks it gives torchvision's pixels."""
-    rgb = upright(img).convert("RGB")
+    if problem := aspect_problem(*img.size):
+        raise ValueError(problem)  # before a single pixel is decoded
+    rgb = eight_bit(upright(img)).convert("RGB")
     size = resized_size(rgb.width, rgb.height, short_side)
     return np.asarray(rgb if size == rgb.size else rgb.resize(size, Image.BILINEAR), dtype=np.uint8)
 

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -24,7 +25,10 @@ from hotdog.core.files import atomic_path
 from hotdog.core.names import SPLITS
 from hotdog.core.schema import MANIFEST, with_classes
 from hotdog.data.layout import FOLDERS, SPLIT, kind_of, select
+from hotdog.data.photo import aspect_problem
 from hotdog.data.split import check_covered, split_of
+
+SHOWN = 3  # the rejects an error names; rejects.csv lists every one when the stage passes
 
 
 class Scan(NamedTuple):
@@ -112,9 +116,14 @@ def probe_image(root: Path, item: Item) -> Probe:
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt, mode, (width, height) = img.format or "", img.mode, img.size  # before draft()
+            if problem := aspect_problem(width, height):
+                return Probe(None, problem, sha1)
             check_pixels(img)
+    except Image.UnidentifiedImageError:
+        # Pillow's own message names the BytesIO by its address, which differs every run.
+        return Probe(None, "not an image Pillow can read (UnidentifiedImageError)", sha1)
     except Exception as err:  # PIL raises many types for bad input; all mean "reject"
-        reason = f"{type(err).__name__}: {err}".replace("\n", " ")
+        reason = re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(err).__name__}: {err}".replace("\n", " "))
         return Probe(None, reason, sha1)
     row = dict(path=item.rel, label=item.label, class_name=item.class_name, split=item.split,
                size_bytes=len(data), sha1=sha1, width=width, height=height, format=fmt, mode=mode)
@@ -135,10 +144,12 @@ def check_split(split: str, table: pa.Table, rejects: list[dict], classes: Seque
     bad = [r for r in rejects if not r.get("duplicate")]
     total = table.num_rows + len(bad)
     if total and len(bad) / total > max_reject_fraction:
+        shown = "; ".join(f"{r['path']} ({r['reason']})" for r in bad[:SHOWN])
+        more = f"; and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
         raise StageError(
-            f"{len(bad)} of {total} images in split '{split}' are truncated or corrupt "
-            f"(more than manifest.max_reject_fraction={max_reject_fraction}); "
-            f"first: {bad[0]['path']} ({bad[0]['reason']}). Check the data or raise the limit"
+            f"{len(bad)} of {total} images in split '{split}' cannot be used, more than "
+            f"manifest.max_reject_fraction={max_reject_fraction}: {shown}{more}; replace or remove them, or raise "
+            "manifest.max_reject_fraction in params.yaml"
         )
     counts = set(table.column("label").to_pylist())
     for label, name in enumerate(classes):
