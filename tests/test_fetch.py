@@ -164,6 +164,10 @@ def test_file_url_and_plain_path_both_work(
     monkeypatch.chdir(served.parent)  # plain paths are relative to the cwd, the repo root
     fetch("www/blob.bin", dest, "sha1", SHA1)
     assert dest.read_bytes() == PAYLOAD
+    dest.unlink()
+    monkeypatch.setenv("HOME", str(served.parent))  # ~ as a shell reads it, as for a folder of photos
+    fetch("~/www/blob.bin", dest, "sha1", SHA1)
+    assert dest.read_bytes() == PAYLOAD
 
 
 def test_a_local_copy_is_verified_too(served: Path, dest: Path) -> None:

@@ -36,6 +36,24 @@ def test_a_zip_is_recorded_by_url_and_digest_and_needs_one(tmp_path):
         describe(str(tmp_path), "a" * 40)
 
 
+def test_a_path_that_does_not_exist_is_named_as_such(tmp_path, monkeypatch):
+    # Not "an archive that needs its SHA-1": nothing is there at all.
+    with pytest.raises(StageError, match=rf"^data.url names {tmp_path}/photos, which does not exist \(relative paths "
+                                         rf"start at {os.getcwd()}\); point it at your folder of photos, or at an "
+                                         r"archive, in params.yaml$"):
+        describe(str(tmp_path / "photos"), None)
+    with pytest.raises(StageError, match=r"^data.url names file:///nowhere/photos.zip, which does not exist"):
+        describe("file:///nowhere/photos.zip", "a" * 40)
+    folder = photos(tmp_path / "here")
+    with pytest.raises(StageError, match=rf"^data.url names one image \({folder}/ant/0.png\); point it at the folder "
+                                         r"that holds your class folders, or at an archive of them, in params.yaml$"):
+        describe(str(folder / "ant/0.png"), None)
+    # ~ is the home folder, for a folder as for an archive.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    photos(tmp_path)
+    assert describe("~/photos", None)["path"] == str(tmp_path / "photos")
+
+
 def test_a_folders_record_follows_what_it_holds(tmp_path):
     folder = photos(tmp_path)
     assert folder_of(str(folder)) == folder and folder_of(folder.as_uri()) == folder

@@ -159,7 +159,8 @@ def local_path(source: str) -> Path:
     parsed = urlparse(source)
     if parsed.scheme == "file":
         return Path(url2pathname(parsed.path))
-    return Path(source)  # relative paths are taken from the cwd, the repo root
+    # ~ as a shell reads it; relative paths are taken from the cwd, the repo root.
+    return Path(source).expanduser()
 
 
 def _http_url(source: str, hints: _Hints) -> str:

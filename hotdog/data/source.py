@@ -30,7 +30,7 @@ def folder_of(url: str) -> Path | None:
     """The local folder data.url names, or None for a zip (a URL or a file)."""
     if not is_local(url):
         return None
-    path = local_path(url).expanduser()
+    path = local_path(url)
     return path if path.is_dir() else None
 
 
@@ -52,6 +52,13 @@ def describe(url: str, sha1: str | None) -> dict:
     """The record of the data source: what the download stage must fetch, and, for a folder,
     a digest of what it holds now."""
     folder = folder_of(url)
+    if is_local(url) and not local_path(url).exists():
+        # Neither a folder nor an archive: asking for the archive's SHA-1 would mislead.
+        raise StageError(f"data.url names {url}, which does not exist (relative paths start at {Path.cwd()}); "
+                         "point it at your folder of photos, or at an archive, in params.yaml")
+    if folder is None and is_local(url) and is_image_name(url):
+        raise StageError(f"data.url names one image ({url}); point it at the folder that holds your class folders, "
+                         "or at an archive of them, in params.yaml")
     if folder is None:
         if sha1 is None:
             raise StageError(f"data.sha1 is null, but data.url names an archive, not a folder ({url}); set data.sha1 "
