@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import unicodedata
 import zipfile
 from pathlib import Path
 
@@ -363,6 +364,19 @@ def test_only_the_classes_data_classes_picks_are_extracted(tmp_path: Path) -> No
                                          r"fox\); correct data.classes in params.yaml$"):
         extract(archive, tmp_path / "other", LIMIT, ["cat", "cow"])
     assert not (tmp_path / "other").exists()
+
+
+def test_data_classes_match_folder_names_in_either_unicode_form(tmp_path: Path) -> None:
+    # macOS writes a folder's name decomposed ("e" + an accent); params.yaml holds what was
+    # typed, composed. They look the same, and are taken as the same.
+    nfd, nfc = (unicodedata.normalize(form, "crème brûlée") for form in ("NFD", "NFC"))
+    assert nfd != nfc
+    given = class_files((nfd, "donut"), {"train": 2, "test": 1}, top="desserts", size=(8, 8))
+    archive = make_zip(tmp_path / "desserts.zip", given)
+    extract(archive, tmp_path / "images", LIMIT, ["donut", nfc])
+    assert sorted({name.split("/")[1] for name in files_under(tmp_path / "images")}) == sorted([nfd, "donut"])
+    result = scan(tmp_path / "images", ["donut", nfc], 0.5, 0.0, workers=1)
+    assert {row["class_name"] for row in result.tables["test"].to_pylist()} == {"donut", nfd}  # as the files spell it
 
 
 @pytest.mark.parametrize("members, line", [

@@ -20,6 +20,7 @@ names, so a zip's members and a folder's files are read the same way.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from pathlib import PurePosixPath
 from typing import NamedTuple, Sequence
@@ -299,6 +300,11 @@ def select(found: Sequence[str], wanted: Sequence[str] | None, where: str) -> tu
     subset of at least two); one line for a name that is not a class folder."""
     if wanted is None:
         return tuple(sorted(found))
+    # A name typed in params.yaml is composed (NFC: "è" one character), and a folder made on
+    # a Mac or zipped there decomposed (NFD: "e" and an accent): the same to the eye, and
+    # taken as the same, in the folder's own spelling, which its files are under.
+    spelled = {unicodedata.normalize("NFC", name): name for name in found}
+    wanted = [spelled.get(unicodedata.normalize("NFC", name), name) for name in wanted]
     twice = [name for name, n in Counter(wanted).items() if n > 1]
     if twice:
         raise StageError(f"data.classes names '{twice[0]}' twice; list each class once")
