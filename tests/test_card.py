@@ -308,7 +308,9 @@ def test_card_for_d2l_data(tmp_path):
     assert "its chapter says the images were gathered online" in text
     assert "`data/raw/hotdog.zip` not recorded (no dvc.lock)" in text
     assert f"SHA-1 `{results.D2L_SHA1}` (data.sha1" in text
-    assert _row(text, "hotdog") == ["hotdog", "5 (50.0%)", "5 (50.0%)"] and _row(text, "total")[1:] == ["10", "10"]
+    assert _row(text, "hotdog") == ["hotdog", "5 (50.0%)", "5 (50.0%)", "50%"]
+    assert _row(text, "total")[1:] == ["10", "10", "50%"]
+    assert "`dvc repro` downloads the data and the weights again and checks their digests, then trains" in text
     assert "unreadable images (1 of train and 0 of test)" in text and "Duplicates" not in text
     assert ("- Split: the data set's own folders: train/ for training, and test/ (or, where there is none, val/, "
             "valid/ or validation/) for testing.") in text
@@ -318,6 +320,19 @@ def test_card_for_d2l_data(tmp_path):
     assert f"git checkout {GIT.commit}" in text and "dvc repro" in text
     assert "Python 3.11.7 on Linux x86_64; torch 2.14.1, torchvision 0.29.1, numpy 2.4.6, pillow 13.0.0." in text
     assert str(tmp_path) not in text
+
+
+def test_card_for_a_folder_of_photos_says_reproducing_needs_that_folder(tmp_path):
+    # data.sha1 is null for a folder: nothing downloads it again on another machine.
+    root = pipeline(tmp_path, THREE, OTHER_SHA1, layout="folders", test_fraction=0.2, duplicates=(1, 0))
+    params = root / "params.yaml"
+    params.write_text(params.read_text().replace(f"sha1: {OTHER_SHA1}", "sha1: null").replace(
+        "url: http://d2l-data.s3-accelerate.amazonaws.com/hotdog.zip", "url: /home/me/photos"))
+    text = render(root)
+    assert "none in params (data.sha1 is null: a folder" in text
+    assert ("`dvc repro` packs the photos in `/home/me/photos` (data.url) again, which must hold the same ones on that "
+            "machine, and downloads the weights again and checks their digest, then trains both models") in text
+    assert "- Duplicates: 1 image is an extra copy of another (the same SHA-1); the 0 in train" in text
 
 
 def test_card_for_other_data_with_dvc_lock(tmp_path):
@@ -334,8 +349,11 @@ def test_card_for_other_data_with_dvc_lock(tmp_path):
     assert "`data/raw/hotdog.zip` md5 `3d7c3b1c4c0b6b2b9e1f1d3f00a1b2c3` (dvc.lock)" in text
     assert "`data/hotdog` md5 `8d0c3b1c4c0b6b2b9e1f1d3f00a1b2c3.dir` (dvc.lock)" in text
     assert "`data/weights/resnet18.pth` md5 `aa7c3b1c4c0b6b2b9e1f1d3f00a1b2c3` (dvc.lock)" in text
-    assert "made by the pipeline: 20% of each class to test" in text
+    assert ("made by the pipeline: an image is in test when its SHA-1, read as a number in [0, 1), is below 0.2 "
+            "(data.test_fraction), so each class is 20% test in expectation; the shares drawn are in the table "
+            "below") in text
     assert "3 images are extra copies of another (the same SHA-1); the 1 in train" in text
+    assert "`dvc repro` downloads the data and the weights again" in text
     assert "- Commit: not recorded (not a git repository)." in text and "git checkout <commit>" in text
 
 

@@ -1,8 +1,9 @@
 """The train/test split of a data set given as class folders alone.
 
 Each image's split is drawn from its own content: its SHA-1, read as a number in [0, 1),
-against data.test_fraction. So the split is stratified by class (every class is cut at the
-same fraction, in expectation), the same on every machine, unmoved for every other image
+against data.test_fraction. So every class is cut at that fraction in expectation (not
+exactly, as a stratified sample would be: 24 photos at 0.2 may put 2 or 8 in test), the
+same on every machine, unmoved for every other image
 when photos are added or removed, and identical files always land together.
 """
 
@@ -27,10 +28,10 @@ def split_of(sha1: str, test_fraction: float) -> str:
 def check_covered(counts: dict[str, dict[str, int]], test_fraction: float) -> None:
     """Each class must have an image in both splits: {split: {class: images}}; one line naming
     the first class the split leaves out of one."""
-    for cls in counts["train"].keys() | counts["test"].keys():
+    for cls in sorted(counts["train"].keys() | counts["test"].keys()):  # the same class named on every run
         train, test = counts["train"].get(cls, 0), counts["test"].get(cls, 0)
         if not test or not train:
             side = "test" if not test else "train"
             raise StageError(f"class '{cls}' has {train + test} image(s), and data.test_fraction={test_fraction} "
-                             f"leaves none of them in {side}; add images of it, or "
-                             f"{'raise' if side == 'test' else 'lower'} data.test_fraction in params.yaml")
+                             f"leaves none of them in {side}; add other images of it (identical files always land "
+                             f"together), or {'raise' if side == 'test' else 'lower'} data.test_fraction in params.yaml")

@@ -352,8 +352,9 @@ def _data_section(recipe: Recipe, evidence: Evidence, paths: Paths) -> list[str]
     stand_ins = ", ".join(f"{name}/" for name in HELD_OUT[1:-1]) + f" or {HELD_OUT[-1]}/"
     how = (f"the data set's own folders: train/ for training, and {HELD_OUT[0]}/ (or, where there is none, "
            f"{stand_ins}) for testing" if split["layout"] == SPLIT else
-           f"made by the pipeline: {split['test_fraction'] * 100:g}% of each class to test, chosen by each file's "
-           "SHA-1")
+           f"made by the pipeline: an image is in test when its SHA-1, read as a number in [0, 1), is below "
+           f"{split['test_fraction']:g} (data.test_fraction), so each class is {split['test_fraction'] * 100:g}% test in "
+           "expectation; the shares drawn are in the table below")
     rejected = " and ".join(f"{split[s]['rejected']} of {s}" for s in SPLITS)
     lines = ["## Data", "",
              f"- Source: `{recipe.data_url}` (data.url).",
@@ -365,13 +366,18 @@ def _data_section(recipe: Recipe, evidence: Evidence, paths: Paths) -> list[str]
              f"- Left out: unreadable images ({rejected}), listed in `{paths.rejects.as_posix()}`."]
     dup = split["duplicates"]
     if dup["copies"]:
-        lines.append(f"- Duplicates: {dup['copies']} images are extra copies of another (the same SHA-1); the "
-                     f"{dup['left_out_of_train']} in train whose copy is in test were left out of train.")
+        copies = "1 image is an extra copy" if dup["copies"] == 1 else f"{dup['copies']} images are extra copies"
+        lines.append(f"- Duplicates: {copies} of another (the same SHA-1); the {dup['left_out_of_train']} in train "
+                     "whose copy is in test were left out of train.")
     totals = {s: split[s]["images"] for s in SPLITS}
+
+    def in_test(counts: dict[str, int]) -> str:
+        return f"{counts[SPLITS[1]] / max(sum(counts.values()), 1):.0%}"
+
     rows = [(cls, *(f"{split[s]['per_class'][cls]} ({split[s]['per_class'][cls] / max(totals[s], 1):.1%})"
-                    for s in SPLITS)) for cls in classes]
-    return [*lines, "", "Images per class (share of the split):", "",
-            *table(("class", *SPLITS), [*rows, ("total", *(totals[s] for s in SPLITS))])]
+                    for s in SPLITS), in_test({s: split[s]["per_class"][cls] for s in SPLITS})) for cls in classes]
+    return [*lines, "", "Images per class (share of the split), and the share of each class in test:", "",
+            *table(("class", *SPLITS, "in test"), [*rows, ("total", *(totals[s] for s in SPLITS), in_test(totals))])]
 
 
 def _lr_text(params: RunParams) -> tuple[str, str]:
@@ -464,7 +470,7 @@ def _limits_section(scores: dict[str, Scores], evidence: Evidence, recipe: Recip
             f"- How the images were gathered: {_gathered(recipe, d2l)}", ""]
 
 
-def _reproduce_section(git: GitState, env: dict[str, str]) -> list[str]:
+def _reproduce_section(git: GitState, env: dict[str, str], data_url: str, folder: bool) -> list[str]:
     if git.commit is None:
         said, commit = f"- Commit: not recorded ({git.note}).", "<commit>"
     else:
@@ -473,12 +479,14 @@ def _reproduce_section(git: GitState, env: dict[str, str]) -> list[str]:
         said, commit = (f"- Commit: `{git.commit}`. Uncommitted changes to tracked files (the pipeline's "
                         f"outputs, dvc.lock and .gitignore files aside): {changes}."), git.commit
     packages = ", ".join(f"{name} {env[name]}" for name in PACKAGES if name in env)
+    fetched = (f"packs the photos in `{data_url}` (data.url) again, which must hold the same ones on that machine, "
+               "and downloads the weights again and checks their digest" if folder else
+               "downloads the data and the weights again and checks their digests")
     return ["## How to reproduce", "", said, "",
             "```sh", "git clone <this repository> hotdog && cd hotdog", f"git checkout {commit}", "dvc repro", "```",
             "",
-            "`dvc repro` downloads the data and the weights again and checks their digests, then trains both "
-            "models with the same seed and writes this card again. Training is seeded and asks for deterministic "
-            "kernels; another device, precision or package version may move the figures slightly.", "",
+            f"`dvc repro` {fetched}, then trains both models with the same seed and writes this card again. "
+            "Training is seeded and asks for deterministic kernels; another device, precision or package version may move the figures slightly.", "",
             f"Environment that wrote this card: Python {env.get('python', NONE)} on {env.get('platform', NONE)}; "
             f"{packages}.", ""]
 
@@ -491,6 +499,6 @@ def card_text(recipe: Recipe, evidence: Evidence, paths: Paths, d2l: bool) -> st
         *_title(evidence.classes, d2l), *_summary(evidence.classes, paths), *_intended_use(evidence.classes),
         *_data_section(recipe, evidence, paths), *_recipe_section(recipe, evidence, paths),
         *_metrics_section(scores, evidence, d2l), *_limits_section(scores, evidence, recipe, d2l),
-        *_reproduce_section(evidence.git, evidence.environment),
+        *_reproduce_section(evidence.git, evidence.environment, recipe.data_url, recipe.data_sha1 is None),
     ]
     return "\n".join(lines).rstrip("\n") + "\n"
