@@ -378,7 +378,7 @@ def test_download_prints_progress_lines_in_a_log(tmp_path: Path, big_zip: tuple[
     tenths = [re.fullmatch(r"hotdog\.zip: [\d.]+ [KM]iB of 1\.0 MiB \((\d+)%\)", line) for line in lines[1:11]]
     assert all(tenths), lines
     assert [int(m.group(1)) // 10 for m in tenths] == list(range(1, 11))  # one line per tenth
-    assert lines[11:] == [f"hotdog.zip: sha1 {sha1} verified", f"extracted {len(GOOD) + 1} files of 2 classes (hotdog, not-hotdog) into data/hotdog"]
+    assert lines[11:] == [f"hotdog.zip: sha1 {sha1} verified", f"extracted {len(GOOD) + 1} files of 2 classes (hotdog, not-hotdog) in hotdog/ into data/hotdog"]
 
 
 def test_download_keeps_the_bar_on_a_terminal(tmp_path: Path, big_zip: tuple[Path, str]) -> None:
@@ -405,4 +405,4 @@ def test_download_keeps_the_bar_on_a_terminal(tmp_path: Path, big_zip: tuple[Pat
         os.close(master)
     assert proc.returncode == 0
     assert b"hotdog.zip" in shown and b"%|" in shown  # tqdm's bar
-    assert stdout.splitlines() == [f"hotdog.zip: sha1 {sha1} verified", f"extracted {len(GOOD) + 1} files of 2 classes (hotdog, not-hotdog) into data/hotdog"]
+    assert stdout.splitlines() == [f"hotdog.zip: sha1 {sha1} verified", f"extracted {len(GOOD) + 1} files of 2 classes (hotdog, not-hotdog) in hotdog/ into data/hotdog"]

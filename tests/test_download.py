@@ -164,6 +164,19 @@ def test_images_in_folders_inside_a_class_belong_to_it(tmp_path: Path, split: bo
     assert {row["path"].count("/") for row in rows} == ({2, 3, 4} if split else {1, 2, 3})
 
 
+def test_the_line_naming_the_classes_names_the_folders_they_are_in(tmp_path: Path, capsys) -> None:
+    # One class folder of folders is, to the layout, a top folder holding classes: only the
+    # line shows that cat/'s indoor/ and outdoor/ became the classes.
+    members = {f"photos/cat/{where}/{i}.png": b"png" for where in ("indoor", "outdoor") for i in range(2)}
+    layout = extract(make_zip(tmp_path / "cat.zip", members), tmp_path / "images", LIMIT)
+    assert layout.classes == ("indoor", "outdoor") and layout.prefix == "photos/cat/"
+    assert capsys.readouterr().out.splitlines()[-1] == (f"extracted 4 files of 2 classes (indoor, outdoor) in "
+                                                        f"photos/cat/ into {tmp_path / 'images'}")
+    extract(make_zip(tmp_path / "flat.zip", {k.removeprefix("photos/cat/"): v for k, v in members.items()}),
+            tmp_path / "flat", LIMIT)
+    assert capsys.readouterr().out.splitlines()[-1].endswith(f"(indoor, outdoor) into {tmp_path / 'flat'}")
+
+
 def test_a_class_of_non_images_in_a_deeper_folder_is_still_named(tmp_path: Path) -> None:
     members = {"cat/a.png": b"x", "cat/b.png": b"x", "dog/2019/a.heic": b"y", "dog/2019/b.heic": b"y"}
     with pytest.raises(StageError, match=r"class folder 'dog' holds 2 file\(s\) but no image named as one"):

@@ -532,6 +532,8 @@ def test_param_rows_cover_declared_sections(tmp_path):
     assert keys[:2] == ["seed", "data.sha1"] and "train.epochs" in keys and "scratch.head_init" in keys
     assert dict(rows)["finetune.pretrained"] == "true"
     assert not any(k.startswith(("data.url", "weights.", "paths.", "runtime.")) for k in keys)
+    # As params.yaml spells them, not Python's None: a folder's data.sha1, an unset data.classes.
+    assert dict(report.param_rows({"data.sha1": None}, {}))["data.sha1"] == "null"
 
 
 # ---------------------------------------------------------------- figures
@@ -539,7 +541,9 @@ def test_param_rows_cover_declared_sections(tmp_path):
 
 def test_plots_work_with_one_epoch_and_zero_counts():
     epochs = {run: [{"epoch": 1, "loss": 0.5, "train_acc": 0.7, "test_acc": 0.8}] for run in RUNS}
-    assert len(report.plot_curves(epochs).axes) == 3
+    curves = report.plot_curves(epochs)
+    assert len(curves.axes) == 3
+    assert all(ax.get_xlim() == (0.5, 1.5) for ax in curves.axes)  # not 0.96 to 1.04
     evaluation = _evaluation_of(HOTDOG)
     evaluation["scratch"]["confusion"] = {a: dict.fromkeys(HOTDOG, 0) for a in HOTDOG}
     assert len(report.plot_confusion(evaluation).axes) == 3  # two heat-maps and the colour bar

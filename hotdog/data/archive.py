@@ -169,8 +169,8 @@ def extract(archive_path: Path, dest: Path, max_bytes: int, classes: Sequence[st
             raise  # the disk's trouble, not the archive's
         raise StageError(f"{archive_path}: corrupt {kind} archive ({err}); check data.url and data.sha1 "
                          f"in params.yaml") from None
-    print(f"extracted {len(wanted_members):,} files of {len(chosen)} classes ({class_list(chosen, 8)}) into {dest}",
-          flush=True)
+    print(f"extracted {len(wanted_members):,} files of {len(chosen)} classes ({class_list(chosen, 8)}){layout.under} "
+          f"into {dest}", flush=True)
     for line in (layout.split_line(str(archive_path)), layout.left_out_line(str(archive_path))):
         if line:
             print(line, flush=True)

@@ -76,6 +76,13 @@ class Layout(NamedTuple):
         """Every class folder found, sorted."""
         return tuple(sorted(self.files))
 
+    @property
+    def under(self) -> str:
+        """" in top/" when the layout sits inside single top folders, else "", for the line
+        naming the classes: one class folder of folders (cat/a/, cat/b/) reads as classes a
+        and b inside cat/, which only this shows."""
+        return f" in {self.prefix}" if self.prefix else ""
+
     def unpacked_name(self, name: str) -> str:
         """Where the file `name` (relative to `prefix`) goes in the images folder: the same,
         but for the held-out folder, which becomes test/, and a split inside each class

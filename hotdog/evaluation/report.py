@@ -186,7 +186,12 @@ def param_rows(keys: dict[str, Any], sections: dict[str, BaseModel]) -> list[tup
     items = list(keys.items())
     items += [(f"{section}.{key}", value) for section, values in sections.items()
               for key, value in values.model_dump().items()]
-    return [(key, str(value).lower() if isinstance(value, bool) else str(value)) for key, value in items]
+    return [(key, yaml_text(value)) for key, value in items]
+
+
+def yaml_text(value: Any) -> str:
+    """A param's value as params.yaml spells it: null, true, false; others as str() has them."""
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 # ---------------------------------------------------------------- markdown
@@ -338,6 +343,8 @@ def plot_curves(epochs: dict[str, Sequence[dict]]) -> Figure:
         ax.set_title(label)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
+        # Whole epochs, with room at each end: one epoch alone would span 0.96 to 1.04.
+        ax.set_xlim(0.5, max(len(epochs[run]) for run in RUNS) + 0.5)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle("Training curves")
