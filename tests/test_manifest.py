@@ -120,8 +120,9 @@ def test_an_image_too_long_and_thin_to_resize_is_rejected(tmp_path, size):
     Image.new("RGB", (size[0], max(1, size[0] // 50))).save(tmp_path / "train/hotdog/wide.png")  # 50:1 is kept
     strip = probe_image(tmp_path, Item("train/hotdog/strip.png", 0, "hotdog", "train"))
     ratio = max(size) / min(size)
-    assert strip.row is None and strip.reason == (f"{size[0]} x {size[1]} px, {ratio:,.0f} times as long as it is "
-                                                  "wide, more than the 50 a photo may be; crop it")
+    assert strip.row is None and strip.reason == (f"{size[0]} x {size[1]} px: its longer side is {ratio:,.1f} times "
+                                                  "its shorter, more than the 50 an image may have; crop it to the "
+                                                  "part to classify")
     assert probe_image(tmp_path, Item("train/hotdog/wide.png", 0, "hotdog", "train")).reason is None
 
 

@@ -5,27 +5,37 @@ the same images; models of 3 and 7 classes answering by their own names; and the
 
 from __future__ import annotations
 
+import http.client
+import io
 import json
 import shutil
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import ENV, copy_run, stop
+from conftest import ENV, REPO, copy_run, stop
 from PIL import Image
 from playwright.sync_api import sync_playwright
 from servers import CHROMIUM, CHROMIUM_ARGS, free_port, serve_directory
 from torch import nn
 
+from hotdog.core.errors import StageError
 from hotdog.core.schema import SCORED
+from hotdog.data.layout import IMAGE_SUFFIXES
 from hotdog.model.checkpoint import save_checkpoint
 from hotdog.model.resnet import build_model
+from hotdog.serving import demo as demo_server
 from hotdog.serving import predict, sources
 from hotdog.serving.demo import MAX_UPLOAD
 
@@ -163,6 +173,12 @@ def test_a_folder_is_searched_as_the_pipeline_reads_one(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     assert list(sources.expand([str(tmp_path)])) == [str(tmp_path / "a/2019/c.PNG"), str(tmp_path / "b.jpg")]
+
+
+def test_the_docs_name_every_suffix_a_folder_is_searched_for():
+    text = (REPO / "docs/predict.md").read_text()
+    missing = [suffix for suffix in IMAGE_SUFFIXES if f"`{suffix}`" not in text]
+    assert not missing, f"docs/predict.md does not name {missing}, which a folder is searched for (IMAGE_SUFFIXES)"
 
 
 # ------------------------------------------------------------------ any number of classes
@@ -309,6 +325,114 @@ def test_summary_counts_every_image_and_ranks_by_confidence():
         ("three", "least", "4.jpg", "dog", 0.36), ("three", "least", "2.jpg", "cat", 0.4),
         ("seven", "most", "0.jpg", "gnu", 1.0), ("seven", "least", "0.jpg", "gnu", 1.0)]
 
+# ------------------------------------------------------------------ one bad input among good ones
+
+# Each fails before a byte is sent: a port that is no number, a bracket left open, an empty label.
+INVALID_URLS = ("http://localhost:abc/x.jpg", "http://[::1/x.jpg", "http://a..b/x.jpg")
+
+
+def json_answers(out: str) -> dict[str, dict]:
+    """`--json` lines of one model, by path."""
+    return {a["path"]: a for a in map(json.loads, out.splitlines())}
+
+
+def test_an_invalid_url_is_its_own_error_and_the_others_still_get_answers(n_classes, capsys):
+    photo, three = str(n_classes / "photos/0.png"), str(n_classes / "three.pt")
+    code, out, err = run_main(capsys, *INVALID_URLS, photo, "--model", three, "--json", *CPU)
+    assert code == 1
+    errors = err.splitlines()
+    assert len(errors) == len(INVALID_URLS), err
+    for url, line in zip(INVALID_URLS, errors):
+        assert line.startswith(f"error: {url}: not a valid URL (") and line.endswith("); check it"), line
+    answers = json_answers(out)
+    assert answers[photo]["class"] == "dog" and answers[photo]["error"] is None
+    assert all(answers[url]["error"] and answers[url]["class"] is None for url in INVALID_URLS)
+
+
+class _Broken(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        asked = self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b""):  # the request's head, so it is not reset mid-send
+            pass
+        if asked.startswith(b"GET /cut"):  # a chunk of 1 KiB announced, 10 bytes sent, then the end
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n" + b"\0" * 10)
+        else:
+            self.wfile.write(b"garbage\r\n\r\n")
+
+
+@contextmanager
+def serve_broken() -> Iterator[str]:
+    """A server on 127.0.0.1 that answers /cut... with a body cut short, and anything else with a
+    line that is not HTTP: its base URL."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Broken)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_server_that_does_not_speak_http_or_stops_short_is_that_urls_error(n_classes, capsys):
+    photos, three = n_classes / "photos", str(n_classes / "three.pt")
+    with serve_broken() as broken, serve_directory(photos) as base:
+        code, out, err = run_main(capsys, f"{broken}/x.jpg", f"{base}/0.png", f"{broken}/cut.jpg",
+                                  str(photos / "1.png"), "--model", three, "--json", *CPU)
+    assert code == 1
+    assert err.splitlines() == [
+        f"error: {broken}/x.jpg: the server's answer is not HTTP (BadStatusLine: 'garbage\\r\\n'); "
+        "check the URL and its port",
+        f"error: {broken}/cut.jpg: the server stopped in the middle of the image; try again, or check the URL"]
+    answers = json_answers(out)
+    assert [answers[p]["class"] for p in (f"{base}/0.png", str(photos / "1.png"))] == ["dog", "dog"]
+    assert answers[f"{broken}/x.jpg"]["class"] is answers[f"{broken}/cut.jpg"]["class"] is None
+
+
+def test_an_unexpected_error_reading_one_image_is_that_images_error(n_classes, capsys, monkeypatch):
+    """Whatever goes wrong reading one image (here a stand-in for a bug) costs that image its
+    answer, not the run's."""
+    photos, three = n_classes / "photos", str(n_classes / "three.pt")
+    read_file = predict.read_file
+
+    def broken(path: Path, *args) -> bytes:
+        if path.name == "0.png":
+            raise KeyError("a bug")
+        return read_file(path, *args)
+
+    monkeypatch.setattr(predict, "read_file", broken)
+    code, out, err = run_main(capsys, str(photos / "0.png"), str(photos / "1.png"), "--model", three, "--json", *CPU)
+    assert code == 1
+    assert err.splitlines() == [f"error: {photos / '0.png'}: could not be read (KeyError: 'a bug'); check it, "
+                                f"and report this error if the image is fine"]
+    answers = json_answers(out)
+    assert (answers[str(photos / "0.png")]["class"], answers[str(photos / "1.png")]["class"]) == (None, "dog")
+
+
+def png(width: int, height: int) -> bytes:
+    """A black PNG of that size, as bytes."""
+    buffer = io.BytesIO()
+    Image.new("L", (width, height)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_a_long_thin_image_is_refused_before_its_pixels_are_decoded(monkeypatch):
+    # 1 x 50,000 px in a few hundred bytes would be 256 x 12,800,000 RGB after the resize: 9.8 GB.
+    decode = predict.rgb_pixels
+    monkeypatch.setattr(predict, "rgb_pixels", lambda *args: pytest.fail("decoded"))
+    for (width, height), ratio in [((1, 1000), "1,000.0"), ((1000, 1), "1,000.0"), ((1, 50_000), "50,000.0"),
+                                   ((10, 501), "50.1")]:  # the same check and words as the manifest's
+        data = png(width, height)
+        assert len(data) < 1000
+        with pytest.raises(sources.ImageError) as caught:
+            predict.test_view(data, 224)
+        assert str(caught.value) == (f"{width} x {height} px: its longer side is {ratio} times its shorter, more "
+                                     "than the 50 an image may have; crop it to the part to classify")
+    monkeypatch.setattr(predict, "rgb_pixels", decode)
+    assert predict.test_view(png(10, 500), 224).shape == (3, 224, 224)  # 50 to 1 is taken
+
 # ------------------------------------------------------------------ the demo page
 
 
@@ -420,3 +544,48 @@ def test_demo_refuses_an_oversized_upload(demo):
         urllib.request.urlopen(request, timeout=30)
     assert caught.value.code == 413
     assert json.loads(caught.value.read())["error"].startswith("huge.jpg is larger than the 10.0 MiB limit")
+
+
+def post_chunked(url: str, chunks: list[bytes], name: str) -> tuple[int, bytes]:
+    """POST `chunks` to the demo's endpoint with Transfer-Encoding: chunked, no Content-Length,
+    the last chunk and the body's end in one write: (status, body)."""
+    where = urlparse(url)
+    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=60)
+    try:
+        connection.putrequest("POST", "/api/predict")
+        connection.putheader("Transfer-Encoding", "chunked")
+        connection.putheader("X-Filename", name)
+        connection.endheaders()
+        for i, chunk in enumerate(chunks):
+            connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk) + (b"0\r\n\r\n" if i == len(chunks) - 1 else b""))
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_demo_refuses_an_oversized_chunked_upload(demo):
+    """No Content-Length: the limit is found while reading, in the middle of the body or in its
+    last chunk, when the server has already read the end of it."""
+    mib = b"\0" * (1 << 20)
+    middle = [mib] * (MAX_UPLOAD // len(mib) + 2)  # past the limit a chunk before the end
+    last = [mib] * (MAX_UPLOAD // len(mib)) + [b"\0"]  # the limit to the byte, then one more
+    assert sum(map(len, last[:-1])) == MAX_UPLOAD
+    for chunks in (middle, last):
+        status, body = post_chunked(demo, chunks, "huge.jpg")
+        assert status == 413, body
+        assert json.loads(body)["error"].startswith("huge.jpg is larger than the 10.0 MiB limit")
+
+
+def test_the_demo_refuses_a_port_out_of_range_and_a_host_that_does_not_resolve():
+    for port in (0, 70000, -1):
+        with pytest.raises(StageError) as caught:
+            demo_server.check_port("127.0.0.1", port)
+        assert str(caught.value) == f"--port {port} is not a TCP port; pass one from 1 to 65535"
+    with pytest.raises(StageError) as caught:
+        demo_server.check_port("no-such-host.invalid", demo_server.DEFAULT_PORT)  # .invalid never resolves
+    assert str(caught.value).startswith("cannot listen on no-such-host.invalid (")
+    assert str(caught.value).endswith("); pass another --host")
+    with pytest.raises(StageError) as caught:  # TEST-NET-1, for documentation: no machine's address
+        demo_server.check_port("192.0.2.1", demo_server.DEFAULT_PORT)
+    assert str(caught.value).endswith("); pass another --host, an address of this machine")

@@ -22,8 +22,8 @@ def aspect_problem(width: int, height: int) -> str | None:
     ratio = max(width, height) / max(1, min(width, height))
     if ratio <= MAX_ASPECT:
         return None
-    return (f"{width} x {height} px, {ratio:,.0f} times as long as it is wide, more than the {MAX_ASPECT} a photo "
-            "may be; crop it")
+    return (f"{width} x {height} px: its longer side is {ratio:,.1f} times its shorter, more than the {MAX_ASPECT} "
+            "an image may have; crop it to the part to classify")
 
 
 def eight_bit(img: Image.Image) -> Image.Image:

@@ -8,11 +8,13 @@ as `hotdog predict` sends it.
 from __future__ import annotations
 
 import argparse
+import errno
 import html
 import socket
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from urllib.parse import unquote
 
 import torch
@@ -39,11 +41,12 @@ def create_app(models: list[predict.Model], device: torch.device, precision: str
         "{{LIMIT}}", str(MAX_UPLOAD)).replace("{{LIMIT_TEXT}}", size_text(MAX_UPLOAD)).replace(
         "{{DEVICE}}", html.escape(f"{device.type}, {precision}"))
 
-    async def too_large(what: str, request: Request) -> JSONResponse:
+    async def too_large(what: str, chunks: AsyncIterator[bytes]) -> JSONResponse:
         # Read the rest (up to a bound) before answering: a client still sending when the
-        # connection closes sees a reset, not the message.
+        # connection closes sees a reset, not the message. The same iterator the upload was
+        # read from: Starlette refuses a second request.stream() once the body has ended.
         drained = 0
-        async for chunk in request.stream():
+        async for chunk in chunks:
             drained += len(chunk)
             if drained > DRAIN:
                 break
@@ -67,13 +70,14 @@ def create_app(models: list[predict.Model], device: torch.device, precision: str
     async def predict_photo(request: Request) -> JSONResponse:
         name = unquote(request.headers.get("x-filename", "")) or "the upload"
         declared = request.headers.get("content-length")
+        chunks = request.stream()
         if declared and declared.isdigit() and int(declared) > MAX_UPLOAD:
-            return await too_large(name, request)
+            return await too_large(name, chunks)
         data = bytearray()
-        async for chunk in request.stream():  # counted as it comes: Content-Length may be absent or wrong
+        async for chunk in chunks:  # counted as it comes: Content-Length may be absent or wrong
             data += chunk
             if len(data) > MAX_UPLOAD:
-                return await too_large(name, request)
+                return await too_large(name, chunks)
         if not data:
             return JSONResponse({"error": "no photo was sent; choose one first"}, status_code=400)
         start = time.perf_counter()
@@ -91,13 +95,19 @@ def create_app(models: list[predict.Model], device: torch.device, precision: str
 
 
 def check_port(host: str, port: int) -> None:
-    """A one-line error now, rather than uvicorn's log lines later, when the port is taken."""
+    """A one-line error now, rather than uvicorn's log lines later, when the port is taken, is
+    no port, or the host is not one of this machine's addresses."""
+    if not 1 <= port <= 65535:  # bind() would raise OverflowError, or take any free port for 0
+        raise StageError(f"--port {port} is not a TCP port; pass one from 1 to 65535")
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a closed server's port is free
         try:
             s.bind((host, port))
+        except socket.gaierror as err:  # the name does not resolve: no port would help
+            raise StageError(f"cannot listen on {host} ({err.strerror}); pass another --host") from None
         except OSError as err:
-            raise StageError(f"cannot listen on {host}:{port} ({err.strerror}); pass another --port") from None
+            fix = "--host, an address of this machine" if err.errno == errno.EADDRNOTAVAIL else "--port"
+            raise StageError(f"cannot listen on {host}:{port} ({err.strerror}); pass another {fix}") from None
 
 
 def main(argv: list[str] | None = None) -> None:

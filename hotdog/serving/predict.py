@@ -31,6 +31,7 @@ from hotdog.core.names import RUNS
 from hotdog.core.params import PARAMS_FILE, read_params
 from hotdog.core.schema import SCORED, write_table
 from hotdog.data.decode import rgb_pixels
+from hotdog.data.photo import aspect_problem
 from hotdog.data.sizes import eval_resize
 from hotdog.data.transforms import as_tensor, eval_view
 from hotdog.model.hardware import pick_device, pick_precision
@@ -152,8 +153,12 @@ def test_view(data: bytes, size: int) -> torch.Tensor:
     """The evaluate stage's view of an encoded image: RGB, shorter side resized as the decode
     stage does, then transforms.eval_view (squash and centre crop): uint8 CHW, size x size."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only: the size, no pixels yet
+            if problem := aspect_problem(*img.size):  # else the resize would take gigabytes
+                raise ImageError(problem)
             pixels = rgb_pixels(img, eval_resize(size))
+    except ImageError:
+        raise
     except Image.DecompressionBombError as err:
         raise ImageError(f"too many pixels to decode safely ({err}); shrink it first") from None
     except Exception as err:  # PIL raises many types for bad input
@@ -203,10 +208,14 @@ def score_bytes(models: list[Model], source: str, data: bytes, device: torch.dev
 
 
 def _load(source: str, sizes: set[int]) -> dict[int, torch.Tensor] | str:
+    """The views of one image, or why there are none."""
     try:
         return views_of(source, sizes)
     except ImageError as err:
         return str(err)
+    except Exception as err:  # a bug reading one image must not lose every other answer
+        said = " ".join(str(err).split())[:200]  # on one line, as every error
+        return f"could not be read ({type(err).__name__}: {said}); check it, and report this error if the image is fine"
 
 
 def score(models: list[Model], items: Iterable[str | Unusable], device: torch.device, precision: str,

@@ -4,6 +4,7 @@ bytes with a size limit. A problem with one input is an ImageError (or an Unusab
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
@@ -57,8 +58,8 @@ def expand(inputs: Iterable[str]) -> Iterator[str | Unusable]:
 
 def read_url(url: str, limit: int = MAX_IMAGE_BYTES) -> bytes:
     """The body at an http(s) URL, at most `limit` bytes."""
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
             data = response.read(limit + 1)
     except urllib.error.HTTPError as err:
@@ -66,6 +67,16 @@ def read_url(url: str, limit: int = MAX_IMAGE_BYTES) -> bytes:
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise ImageError(f"cannot fetch it ({reason}); check the URL and the network") from None
+    # Neither is an OSError: a port that is no number (InvalidURL), a bracket left open or a
+    # host name IDNA cannot encode (ValueError), each raised before anything is sent.
+    except (http.client.InvalidURL, ValueError) as err:
+        raise ImageError(f"not a valid URL ({err}); check it") from None
+    except http.client.IncompleteRead:
+        raise ImageError("the server stopped in the middle of the image; try again, or check the URL") from None
+    except http.client.HTTPException as err:  # BadStatusLine, LineTooLong: not a web server
+        # repr: the server's own line, \r\n and all, must not break the message's one line
+        raise ImageError(f"the server's answer is not HTTP ({type(err).__name__}: {str(err)[:80]!r}); "
+                         f"check the URL and its port") from None
     return check_size(data, limit)
 
 
