@@ -125,7 +125,7 @@ class Layout(NamedTuple):
     def split_of(self, folder: str) -> str:
         """The split folder (as the data set names it) of a folder from folder_of; "" for FOLDERS."""
         parts = folder.split("/")
-        return "" if self.kind == FOLDERS else parts[0 if not self.inside else 1]
+        return "" if self.kind == FOLDERS else parts[1 if self.inside else 0]
 
     def left_out_line(self, where: str) -> str | None:
         """One line on the files left out as no images, for the log; None when there are none."""
