@@ -313,10 +313,11 @@ def test_test_is_the_test_split_when_val_is_there_too(tmp_path: Path, capsys) ->
 def test_a_split_inside_each_class_folder_goes_on_top(tmp_path: Path, held_out: str, capsys) -> None:
     # Some keep a data set's split the other way round: cat/train/, cat/test/. Read as class
     # folders, its test photos would be trained on and the split lost; it is kept, on top.
-    members = {f"pets/{cls}/{split}/{i}.png": f"{cls}{split}{i}".encode()
+    photos = iter(class_files(("cat", "dog"), 6, size=(8, 8)).values())  # real PNGs, each its own
+    members = {f"pets/{cls}/{split}/{i}.png": next(photos)
                for cls in ("cat", "dog") for split in ("train", held_out) for i in range(2)}
-    deeper = {"pets/cat/train/2019/9.png": b"by date", "pets/dog/valid/0.png": b"another held-out folder"}
-    beside = {"pets/cat/cover.png": b"beside the split, as a README is", "pets/dog/train/notes.txt": b"x"}
+    deeper = {"pets/cat/train/2019/9.png": next(photos), "pets/dog/valid/0.png": next(photos)}  # by date; unused
+    beside = {"pets/cat/cover.png": next(photos), "pets/dog/train/notes.txt": b"x"}  # beside the split, as a README
     archive = make_zip(tmp_path / "pets.zip", {**members, **deeper, **beside})
     layout = extract(archive, tmp_path / "images", LIMIT)
     assert layout.kind == "split" and layout.inside and layout.held_out == held_out
