@@ -40,7 +40,9 @@ def main() -> None:
     the card, each in one move."""
     p = load_params(*PARAMS)
     inputs = read_inputs(p.paths)
-    params = param_rows({"seed": p.seed, "data.sha1": p.data.sha1}, {s: getattr(p, s) for s in SECTIONS})
+    # data.url too: which photos a run was trained on is what a report is read for first.
+    params = param_rows({"seed": p.seed, "data.url": p.data.url, "data.sha1": p.data.sha1},
+                        {s: getattr(p, s) for s in SECTIONS})
     d2l = is_d2l_data(p.data.sha1)
     text = report_text(inputs, params, d2l)
     evidence = gather_evidence(p.paths, inputs.classes, inputs.summaries, inputs.evaluation, inputs.predictions,

@@ -140,6 +140,8 @@ def check_outputs(project: Path) -> None:
     figures = re.findall(r"\(figures/([\w.-]+\.png)\)", report)
     # d2l's figures belong beside a run on d2l's own hotdog.zip only; this is a synthetic set.
     assert len(figures) >= 3 and "0.939" not in report and "(d2l)" not in report
+    url = YAML(typ="safe").load((project / "params.yaml").read_text())["data"]["url"]
+    assert f"| data.url | {url} |" in report  # which photos, first of all
     for name in figures:
         with Image.open(project / "reports/figures" / name) as img:
             img.verify()

@@ -526,12 +526,12 @@ def test_comparison_rows_d2l_only_by_digest():
 def test_param_rows_cover_declared_sections(tmp_path):
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     p = load_params(*report_stage.PARAMS, path=tmp_path / "params.yaml")
-    rows = report.param_rows({"seed": p.seed, "data.sha1": p.data.sha1},
+    rows = report.param_rows({"seed": p.seed, "data.url": p.data.url, "data.sha1": p.data.sha1},
                              {section: getattr(p, section) for section in report_stage.SECTIONS})
     keys = [k for k, _ in rows]
-    assert keys[:2] == ["seed", "data.sha1"] and "train.epochs" in keys and "scratch.head_init" in keys
+    assert keys[:3] == ["seed", "data.url", "data.sha1"] and "train.epochs" in keys and "scratch.head_init" in keys
     assert dict(rows)["finetune.pretrained"] == "true"
-    assert not any(k.startswith(("data.url", "weights.", "paths.", "runtime.")) for k in keys)
+    assert not any(k.startswith(("data.classes", "weights.", "paths.", "runtime.")) for k in keys)
     # As params.yaml spells them, not Python's None: a folder's data.sha1, an unset data.classes.
     assert dict(report.param_rows({"data.sha1": None}, {}))["data.sha1"] == "null"
 

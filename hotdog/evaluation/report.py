@@ -182,7 +182,8 @@ def reliability(predictions: Sequence[dict], bins: int = ECE_BINS) -> dict[str, 
 
 
 def param_rows(keys: dict[str, Any], sections: dict[str, BaseModel]) -> list[tuple[str, str]]:
-    """(dotted key, value) for single keys (the seed, data.sha1), then each params section's, in the order given."""
+    """(dotted key, value) for single keys (the seed, data.url, data.sha1), then each params section's, in the
+    order given."""
     items = list(keys.items())
     items += [(f"{section}.{key}", value) for section, values in sections.items()
               for key, value in values.model_dump().items()]
