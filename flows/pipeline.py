@@ -22,12 +22,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.exceptions import TerminationSignal
 from prefect.states import Cancelled
-from ruamel.yaml import YAML
 
 from flows.repro import StageFailed, StageInterrupted, project_dir, repro
 from hotdog.core import events
 from hotdog.core.names import RUNS, STAGES
-from hotdog.core.overrides import apply_overrides
+from hotdog.core.overrides import apply_overrides, parse_pairs
 from hotdog.core.params import PARAMS_FILE, Params, ParamsError, read_params
 from hotdog.runner import runlock
 from hotdog.runner.artifacts import publish_artifacts
@@ -208,8 +207,10 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--push", action="store_true", default=None,
                         help="after the run, `dvc push` the outputs to the default DVC remote")
     args = vars(parser.parse_args(argv))
-    pairs = [item.partition("=") for item in args.pop("params")]
-    args["params"] = {k: YAML(typ="safe").load(v) for k, _, v in pairs} or None
+    try:
+        args["params"] = parse_pairs(args.pop("params"), "--set") or None
+    except ParamsError as err:
+        parser.error(str(err))  # before a server starts or anything is written
     return {k: v for k, v in args.items() if v is not None}
 
 

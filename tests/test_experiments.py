@@ -4,7 +4,9 @@ and the real `dvc exp` end to end on the synthetic data."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -230,11 +232,28 @@ def test_make_experiments_end_to_end(pipeline_run, tmp_path):
     assert "| strict | manifest.max_reject_fraction=0.0 | failed: error: manifest: 1 of " in table
     assert (project / "reports/experiments.png").stat().st_size > 10_000
 
-    # Again, one entry: the earlier freeze-body is replaced (DVC's run cache restores its
-    # outputs), the others stay.
+    # The set again, stopped by Ctrl-C while it trains its first entry: each earlier experiment
+    # is replaced only as its own run starts, so those it had not reached keep their results.
+    stopped = subprocess.Popen([str(Path(sys.executable).parent / "hotdog"), "experiments", "run", "--file",
+                                "set.yaml", "-S", "train.epochs=40"], cwd=project, env=ENV, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    said = []
+    for line in stopped.stdout:  # the time limit ends a run that never trains
+        said.append(line)
+        if line.startswith("finetune epoch 1/40"):
+            os.killpg(stopped.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
+            break
+    said += stopped.stdout.readlines()
+    assert stopped.wait(timeout=60) == 130, "".join(said)
+    assert "stopped by Ctrl-C; the experiments that finished are kept" in said[-1] and "Traceback" not in "".join(said)
+    kept = {e.name: e for e in experiments_of(show(project))[1] if e.state == "success"}
+    assert sorted(kept) == ["lenient-1", "lenient-2"] and kept["lenient-1"].rev == by_name["lenient-1"].rev
+
+    # Again, one entry: it runs under its name, though DVC lists the stopped run as running
+    # (no record to remove behind it); DVC's run cache restores the earlier outputs.
     again = hotdog_command(project, "experiments", "run", "--file", "set.yaml", "--only", "freeze-body")
     assert again.returncode == 0, again.stdout + again.stderr
-    after = {e.name: e for e in experiments_of(show(project))[1]}
+    after = {e.name: e for e in experiments_of(show(project))[1] if e.state == "success"}
     assert sorted(after) == ["freeze-body", "lenient-1", "lenient-2"]
     assert after["lenient-1"].rev == by_name["lenient-1"].rev
     assert after["freeze-body"].metrics["metrics/evaluate.json"] == frozen

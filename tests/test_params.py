@@ -153,3 +153,26 @@ def test_bad_overrides_change_nothing(tmp_path, overrides, words):
     with pytest.raises(ParamsError, match=re.escape(words)):
         apply_overrides(overrides, path)
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("pair, words", [
+    ("train.epochs", "expected key=value, e.g. {flag} train.epochs=1"),
+    ("=1", "expected key=value"),
+    ("train.epochs=[1", "the value is not valid YAML ("),
+])
+def test_a_command_lines_key_value_pair_that_is_not_one_is_one_line(pair, words, capsys):
+    # `hotdog experiments run -S` and `python -m flows.pipeline --set` read the same pairs: a
+    # pair without `=` was the key set to null, and a value that is not YAML a traceback.
+    from flows.pipeline import parse_args
+    from hotdog.core.overrides import parse_pairs
+    from hotdog.experiments.spec import ExperimentsError, parse_sets
+
+    assert parse_pairs(["train.epochs=2", "data.classes=[b, a]", "data.url=a=b"], "-S") == {
+        "train.epochs": 2, "data.classes": ["b", "a"], "data.url": "a=b"}
+    with pytest.raises(ExperimentsError, match=rf"^-S '{re.escape(pair)}': {re.escape(words.format(flag='-S'))}"):
+        parse_sets([pair])
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(["--set", pair])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith(f"python -m flows.pipeline: error: --set '{pair}': {words.format(flag='--set')}"), error

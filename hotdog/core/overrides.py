@@ -4,12 +4,30 @@ file's comments and key order; every change is validated before anything is writ
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from ruamel.yaml import YAML
+from ruamel.yaml import YAML, YAMLError
 
 from hotdog.core.files import atomic_path
 from hotdog.core.params import PARAMS_FILE, Params, ParamsError, parse_params
+
+
+def parse_pairs(pairs: Sequence[str], flag: str) -> dict[str, Any]:
+    """`key=value` pairs from a command line (`flag` is how it gives them: `-S`, `--set`),
+    each value read as YAML, as DVC reads `-S`; a ParamsError names one that is not a pair,
+    or whose value is not YAML."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ParamsError(f"{flag} {pair!r}: expected key=value, e.g. {flag} train.epochs=1")
+        try:
+            out[key] = YAML(typ="safe", pure=True).load(value)
+        except YAMLError as err:  # an unclosed [ or {, a stray tab: ruamel's message runs over lines
+            problem = getattr(err, "problem", None) or type(err).__name__
+            raise ParamsError(f"{flag} {pair!r}: the value is not valid YAML ({problem}); quote a string, e.g. "
+                              f"{flag} '{key}=\"{value}\"'") from None
+    return out
 
 
 def apply_overrides(overrides: dict[str, Any], path: Path = PARAMS_FILE) -> dict[str, tuple[Any, Any]]:

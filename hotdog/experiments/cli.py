@@ -43,3 +43,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ExperimentsError(failed_message(failed))
     except ExperimentsError as err:
         sys.exit(f"error: experiments: {err}")
+    except KeyboardInterrupt:  # dvc and its stage are stopped (runner.dvc_run.stream_dvc); no traceback
+        print("error: experiments: stopped by Ctrl-C; the experiments that finished are kept (`dvc exp show`), and "
+              "DVC lists the one it stopped as running until it is run again", file=sys.stderr)
+        sys.exit(130)

@@ -62,13 +62,14 @@ def run_set(cwd: Path, experiments: dict[str, dict[str, Any]], sizes: dict[str, 
     experiments of the same names (of this commit) are replaced. A set that fails its check
     is an ExperimentsError before anything changes; a failed experiment is said in one line,
     and the rest still run. One that does not apply to the data (spec.not_applicable) is
-    said in one line and skipped."""
+    said in one line and skipped. Each earlier experiment is replaced only as its new run
+    starts, so a set stopped half way keeps the results of the entries it had not reached."""
     check_set(experiments, sizes, cwd / PARAMS_FILE)
     runs = {run: values for name, overrides in experiments.items() for run, values in runs_of(name, overrides).items()}
     runs = applicable(runs, data_classes(cwd), on_line)
-    replace_earlier(cwd, set(runs), on_line)
     failed = {}
     for name, values in runs.items():
+        replace_earlier(cwd, name, on_line)
         reason = run_one(cwd, name, values, sizes, on_line)
         if reason is not None:
             on_line(f"experiments: {name!r} failed: {reason}")
@@ -76,13 +77,18 @@ def run_set(cwd: Path, experiments: dict[str, dict[str, Any]], sizes: dict[str, 
     return set(runs), failed
 
 
-def replace_earlier(cwd: Path, names: set[str], on_line: Callable[[str], None]) -> None:
-    """Remove HEAD's earlier experiments named in `names`: DVC refuses a name it has, and
-    `-f` would also force every stage to run."""
-    again = sorted(names & {e.name for e in experiments_of(exp_show(cwd))[1]})
-    if again and stream_dvc(["exp", "remove", *again], cwd, on_line) != 0:
-        raise ExperimentsError(f"dvc could not remove the earlier experiments {', '.join(again)} (its message is "
-                               "above); remove them with `dvc exp remove`, or rename the entries")
+def replace_earlier(cwd: Path, name: str, on_line: Callable[[str], None]) -> None:
+    """Remove HEAD's earlier finished experiment `name`: DVC refuses a name it has, and `-f`
+    would also force every stage to run.
+
+    Only a finished one (DVC's "success") has a record to remove. A run stopped by Ctrl-C, a
+    kill or a cancelled flow run stays listed as "running" with no record behind it: `dvc exp
+    remove` refuses its name, and DVC runs the name again regardless."""
+    if not any(e.name == name and e.state == "success" for e in experiments_of(exp_show(cwd))[1]):
+        return
+    if stream_dvc(["exp", "remove", name], cwd, on_line) != 0:
+        raise ExperimentsError(f"dvc could not remove the earlier experiment {name!r} (its message is above); remove "
+                               "it with `dvc exp remove`, or rename the entry")
 
 
 def run_one(cwd: Path, name: str, values: dict[str, Any], sizes: dict[str, Any],

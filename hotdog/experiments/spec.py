@@ -12,7 +12,7 @@ from ruamel.yaml import YAML, YAMLError
 
 from hotdog.core.errors import StageError
 from hotdog.core.names import imagenet_hotdog_fits, imagenet_hotdog_misfit
-from hotdog.core.overrides import check_overrides
+from hotdog.core.overrides import check_overrides, parse_pairs
 from hotdog.core.params import PARAMS_FILE, ParamsError
 
 SET_FILE = Path("experiments.yaml")
@@ -118,10 +118,7 @@ def dvc_value(value: Any) -> str:
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
     """`-S key=value` pairs from a command line, values read as YAML, as DVC reads them."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ExperimentsError(f"-S {pair!r}: expected key=value, e.g. -S train.epochs=1")
-        out[key] = YAML(typ="safe", pure=True).load(value)
-    return out
+    try:
+        return parse_pairs(pairs, "-S")
+    except ParamsError as err:
+        raise ExperimentsError(str(err)) from None
