@@ -12,7 +12,7 @@ from limits import E2E
 from synthetic import class_files, write_tree
 
 from hotdog.core.errors import StageError
-from hotdog.data.source import describe, folder_files, folder_of, pack
+from hotdog.data.source import describe, folder_files, folder_of, pack, recorded_folder
 
 CLASSES = ("ant", "bee", "cat")
 LIMIT = 1 << 30
@@ -52,6 +52,20 @@ def test_a_path_that_does_not_exist_is_named_as_such(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     photos(tmp_path)
     assert describe("~/photos", None)["path"] == str(tmp_path / "photos")
+
+
+def test_a_folders_record_is_kept_only_where_the_folder_is_not(tmp_path):
+    folder = photos(tmp_path)
+    record = tmp_path / "source.json"
+    record.write_text(json.dumps(describe(str(folder), None)))
+    assert recorded_folder(str(folder), None, record) is None  # here: described afresh
+    folder.rename(tmp_path / "moved")
+    assert recorded_folder(str(folder), None, record) == json.loads(record.read_text())
+    assert recorded_folder(str(tmp_path / "other"), None, record) is None  # another folder's record
+    assert recorded_folder(str(folder), "a" * 40, record) is None  # an archive: the download stage says
+    assert recorded_folder(str(folder), None, tmp_path / "none.json") is None
+    record.write_text("{")
+    assert recorded_folder(str(folder), None, record) is None
 
 
 def test_a_folders_record_follows_what_it_holds(tmp_path):
@@ -140,3 +154,10 @@ def test_dvc_notices_a_photo_added_changed_or_removed(tmp_path):
     os.utime(folder / "ant" / "0.png", ns=(10**18, 10**18))  # touched only: the packed zip is the same
     assert started(dvc_repro(project, "download")) == ["source", "download"]
     assert "manifest" not in dvc_status(project)
+
+    # A clone that pulled the outputs from a remote has no photos: the record is kept, and
+    # nothing after the source stage runs (the download stage alone would need them).
+    folder.rename(tmp_path / "elsewhere")
+    output = dvc_repro(project, "manifest")
+    assert started(output) == ["source"] and f"source: {folder} is not on this machine; kept the record of its" in output
+    assert not {"download", "manifest"} & set(dvc_status(project))

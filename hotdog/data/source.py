@@ -12,6 +12,7 @@ same bytes, and nothing after download runs again.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import zipfile
@@ -46,6 +47,22 @@ def folder_files(folder: Path) -> list[str]:
             if not is_junk(path) and (Path(dirpath) / name).is_file():
                 found.append(path)
     return sorted(found)
+
+
+def recorded_folder(url: str, sha1: str | None, record: Path) -> dict | None:
+    """The last record (at `record`) of the folder `url` names, when that folder is not on
+    this machine: a clone that pulled the outputs from a DVC remote has them, and the photos'
+    digests in the manifest, without the photos. Kept, nothing after the source stage runs;
+    the download stage alone needs the folder. None when the folder is here, or no record
+    of it is."""
+    if sha1 is not None or not is_local(url) or local_path(url).exists():
+        return None
+    try:
+        recorded = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    same = isinstance(recorded, dict) and recorded.get("kind") == "folder" and recorded.get("url") == url
+    return recorded if same else None
 
 
 def describe(url: str, sha1: str | None) -> dict:
