@@ -84,6 +84,9 @@ def hotdog_predict(folder: str | None = None, urls: list[str] | None = None, mod
     project = project_dir()
     if not folder and not urls:
         raise StageFailed("nothing to score: set `folder` (a folder of photos) or `urls` (a list of http(s) URLs)")
+    if folder and not (project / folder).is_dir():  # else the run "completes", with one error row
+        raise StageFailed(f"folder={folder}: no such folder in {project}; name a folder of photos, absolute or "
+                          "relative to the project")
     inputs = [str(project / folder)] if folder else []
     inputs += list(urls or [])
     spec = model if model in RUNS else str(project / model)
