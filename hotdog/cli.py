@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import NoReturn
 
 # subcommand -> (module with main(argv), what it does)
 COMMANDS = {
@@ -16,17 +18,37 @@ COMMANDS = {
     "worker": ("hotdog.runner.worker", "deploy prefect.yaml's flows to their work pool and run a worker here (make worker)"),
 }
 USAGE = "usage: hotdog {" + ",".join(COMMANDS) + "} [args]\n\n" + "\n".join(
-    f"  {name:12} {what}" for name, (_, what) in COMMANDS.items())
+    f"  {name:12} {what}" for name, (_, what) in COMMANDS.items()) + "\n\n  --version    print hotdog's version"
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        usage_error("no command given; name one of these")
+    if argv[0] in ("-h", "--help"):
         print(USAGE)
         return
+    if argv[0] == "--version":
+        print(f"hotdog {installed_version()}")
+        return
     if argv[0] not in COMMANDS:
-        sys.exit(f"error: hotdog: unknown command {argv[0]!r}\n{USAGE}")
+        usage_error(f"unknown command {argv[0]!r}")
     import_module(COMMANDS[argv[0]][0]).main(argv[1:])
+
+
+def usage_error(message: str) -> NoReturn:
+    """Exit with 2 and the usage, as argparse does for a command line it cannot take."""
+    print(f"error: hotdog: {message}\n{USAGE}", file=sys.stderr)
+    sys.exit(2)
+
+
+def installed_version() -> str:
+    """The version pip installed, from the package's metadata (pyproject.toml's)."""
+    try:
+        return version("hotdog")
+    except PackageNotFoundError:  # run from a checkout that pip never installed
+        sys.exit("error: hotdog: the package is not installed, so it has no version; "
+                 "run `pip install -e .` in the repo")
 
 
 if __name__ == "__main__":

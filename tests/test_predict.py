@@ -16,6 +16,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,7 +35,9 @@ from torch import nn
 from hotdog.core.errors import StageError
 from hotdog.core.schema import SCORED
 from hotdog.data.layout import IMAGE_SUFFIXES
+from hotdog.model import export
 from hotdog.model.checkpoint import save_checkpoint
+from hotdog.model.inference import load_trained
 from hotdog.model.resnet import build_model
 from hotdog.serving import demo as demo_server
 from hotdog.serving import predict, sources
@@ -238,6 +242,14 @@ def run_main(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def refusal(capsys, *args: str) -> str:
+    """The one line `hotdog predict ARGS` stops with before scoring anything (its exit message)."""
+    with pytest.raises(SystemExit) as done:
+        predict.main(list(args))
+    assert capsys.readouterr() == ("", "")
+    return done.value.code
+
+
 def test_each_model_answers_with_its_own_class_names(n_classes, capsys):
     """Two models with 3 and 7 classes: one line per image and model, the top K by name,
     most probable first."""
@@ -298,6 +310,46 @@ def test_top_k_must_be_positive(n_classes, capsys):
     code, out, err = run_main(capsys, str(n_classes / "photos"), "--model", str(n_classes / "three.pt"),
                               "--top-k", "0")
     assert code == 2 and out == "" and "--top-k must be at least 1" in err
+
+
+def test_the_torchscript_export_answers_as_its_checkpoint(n_classes, capsys, tmp_path):
+    """The export stage's .torchscript.pt is a model: torch.jit runs it, with the classes and
+    input size its hotdog.json holds, and no torch warning is printed."""
+    photo, three = str(n_classes / "photos/0.png"), str(n_classes / "three.pt")
+    trained = load_trained(Path(three), "")
+    scripted = tmp_path / "three.torchscript.pt"
+    export.to_torchscript(trained.module.eval(), 32, export.metadata("finetune", THREE, 32, trained.params, "f" * 40),
+                          scripted)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run_main(capsys, photo, "--model", three, "--model", str(scripted), "--top-k", "3", *CPU)
+    assert code == 0 and err == "" and not [str(w.message) for w in caught]
+    assert out.splitlines() == [f"{photo}\t{three}\t{THREE_LINE}", f"{photo}\t{scripted}\t{THREE_LINE}"]
+
+
+def test_a_torchscript_file_without_hotdogs_metadata_is_one_line(tmp_path, capsys):
+    foreign = tmp_path / "foreign.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's deprecation notes
+        torch.jit.save(torch.jit.trace(nn.Linear(2, 2), torch.zeros(1, 2)), str(foreign))
+    assert refusal(capsys, str(tmp_path), "--model", str(foreign), *CPU) == (
+        f"error: predict: {foreign} is not a TorchScript model with hotdog's metadata (ValueError: it holds no "
+        "hotdog.json); pass a file the export stage wrote (models/<run>.torchscript.pt)")
+
+
+def test_a_file_that_is_no_model_is_said_to_be_none(tmp_path, capsys):
+    """Text, random bytes, an empty file or a zip of something else: not a checkpoint, which
+    weights_only=True's refusal would not say."""
+    files = {"README.md": b"# notes\n", "noise.pt": bytes(range(255, -1, -1)) * 4, "empty.pt": b""}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as zf:
+        zf.writestr("photos/0.txt", "not a model")
+    for name in (*files, "photos.zip"):
+        assert refusal(capsys, str(tmp_path), "--model", str(tmp_path / name), *CPU) == (
+            f"error: predict: {tmp_path / name} is not a model (neither a torch checkpoint nor an ONNX or "
+            "TorchScript file); pass models/<run>.pt, models/<run>.onnx or models/<run>.torchscript.pt, or "
+            "--model finetune or scratch"), name
 
 
 def test_top_orders_by_probability_then_label():

@@ -14,7 +14,10 @@ import io
 import itertools
 import json
 import os
+import pickle
 import sys
+import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,12 +39,14 @@ from hotdog.data.sizes import eval_resize
 from hotdog.data.transforms import as_tensor, eval_view
 from hotdog.model.hardware import pick_device, pick_precision
 from hotdog.model.inference import forward, load_trained
+from hotdog.model.torchfile import ZIP_MAGIC
 from hotdog.serving.sources import ImageError, Unusable, expand, is_url, read_file, read_url
 
 BATCH_SIZE = 64
 # Threads reading and transforming images while the model runs (PIL and torch release the
 # GIL). On a GPU they are the bottleneck: 4 of them fed an H200 159 img/s (RESULTS.md).
 LOADERS = min(16, os.cpu_count() or 1)
+CHECKPOINT, TORCHSCRIPT = "checkpoint", "TorchScript"  # what a --model file holds (file_kind)
 
 
 class Answer(NamedTuple):
@@ -87,10 +92,11 @@ class Model:
     its classes."""
 
     name: str  # finetune, scratch, or the checkpoint's path
-    module: nn.Module | None  # None for an ONNX file, which `session` runs
+    module: nn.Module | None  # None for an exported file, which `session` or `scripted` runs
     image_size: int
     classes: tuple[str, ...]  # the checkpoint's, in label order
     session: Any = None  # an onnxruntime session: the forward pass without torch
+    scripted: Any = None  # a TorchScript module: uint8 views in, probabilities out
 
 
 # ------------------------------------------------------------------ models
@@ -107,7 +113,8 @@ def checkpoint_path(spec: str, params_file: Path = PARAMS_FILE) -> tuple[str, Pa
 
 
 def load_model(spec: str, device: torch.device, params_file: Path = PARAMS_FILE) -> Model:
-    """A model for `spec` on `device`, loaded once with weights_only=True."""
+    """A model for `spec` on `device`, loaded once: a checkpoint with weights_only=True, an export
+    (.onnx, TorchScript) by its own runtime."""
     name, path = checkpoint_path(spec, params_file)
     if not path.exists():
         fix = (f"train it with `make run` (or `dvc repro {spec}`), or fetch it with `dvc pull`"
@@ -115,12 +122,62 @@ def load_model(spec: str, device: torch.device, params_file: Path = PARAMS_FILE)
         raise StageError(f"no model at {path}; {fix}")
     if path.suffix == ".onnx":
         return load_onnx(name, path)
+    kind = file_kind(path)
+    if kind == TORCHSCRIPT:
+        return load_torchscript(name, path, device)
+    if kind != CHECKPOINT:
+        raise StageError(f"{path} is not a model (neither a torch checkpoint nor an ONNX or TorchScript file); "
+                         f"pass models/<run>.pt, models/<run>.onnx or models/<run>.torchscript.pt, or --model "
+                         f"finetune or scratch")
     module, params, classes = load_trained(path, "pass a checkpoint written by the finetune or scratch stage")
     size = params.get("train", {}).get("image_size") if isinstance(params, dict) else None
     if not isinstance(size, int):
         raise StageError(f"checkpoint {path} does not record train.image_size; "
                          f"pass a checkpoint written by the finetune or scratch stage")
     return Model(name, module.to(device, memory_format=torch.channels_last).eval(), size, classes)
+
+
+def file_kind(path: Path) -> str | None:
+    """CHECKPOINT or TORCHSCRIPT by what a file holds, whatever its name; None for neither.
+    TorchScript goes to torch.jit.load, as torch.load(weights_only=True) refuses it, and a
+    file of neither kind is said to be so, not explained by torch's unpickler."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(ZIP_MAGIC))
+    except OSError as err:
+        raise StageError(f"cannot read {path} ({err.strerror}); pass a model file") from None
+    if head[:1] == pickle.PROTO:  # torch.save's legacy format (or another pickle): torch.load says which
+        return CHECKPOINT
+    if head != ZIP_MAGIC:
+        return None
+    try:
+        with zipfile.ZipFile(path) as zf:
+            # torch.save and torch.jit.save both write their records under one folder, and
+            # constants.pkl is how torch itself tells TorchScript apart.
+            records = {name.split("/", 1)[-1] for name in zf.namelist()}
+    except zipfile.BadZipFile:  # a torn checkpoint: torch.load says what is wrong with it
+        return CHECKPOINT
+    return TORCHSCRIPT if "constants.pkl" in records else CHECKPOINT if "data.pkl" in records else None
+
+
+def load_torchscript(name: str, path: Path, device: torch.device) -> Model:
+    """A model the export stage wrote as TorchScript, run in fp32 (as it was checked against
+    its checkpoint) on `device`; its classes and input size come from its hotdog.json."""
+    fix = "pass a file the export stage wrote (models/<run>.torchscript.pt)"
+    extra = {"hotdog.json": ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript's deprecation note: it still runs everywhere torch does
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+        if not extra["hotdog.json"]:
+            raise ValueError("it holds no hotdog.json")
+        meta = json.loads(extra["hotdog.json"])
+        classes, size = tuple(json.loads(meta["classes"])), int(meta["image_size"])
+    except Exception as err:  # a foreign or torn file fails in many ways
+        said = " ".join(str(err).split())[:120]  # torch's messages run over many lines
+        raise StageError(f"{path} is not a TorchScript model with hotdog's metadata ({type(err).__name__}: "
+                         f"{said}); {fix}") from None
+    return Model(name, None, size, classes, scripted=module.eval())
 
 
 def load_onnx(name: str, path: Path) -> Model:
@@ -185,6 +242,9 @@ def run_model(model: Model, views: torch.Tensor, device: torch.device,
         from hotdog.model.export import onnx_probabilities
 
         probabilities = torch.from_numpy(onnx_probabilities(model.session, views.numpy()))
+    elif model.scripted is not None:
+        with torch.inference_mode():  # the file holds the normalisation and the softmax
+            probabilities = model.scripted(views.to(device)).float()
     else:
         probabilities = forward(model.module, views, device, precision).softmax(1)
     return list(zip(probabilities.argmax(1).tolist(), map(tuple, probabilities.tolist())))
@@ -296,8 +356,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGE",
                         help="image files, folders (searched recursively) or http(s) URLs")
     parser.add_argument("--model", action="append", metavar="M",
-                        help="finetune (the default), scratch, a checkpoint path, or an exported .onnx file "
-                             "(run by onnxruntime, without torch); repeat for several")
+                        help="finetune (the default), scratch, a checkpoint path, or a file the export stage "
+                             "wrote: .onnx (run by onnxruntime on the CPU, without torch) or .torchscript.pt "
+                             "(run in fp32); repeat for several")
     parser.add_argument("--top-k", type=int, default=1, metavar="K",
                         help="print the K most probable classes of each answer (default 1; all when K >= the "
                              "model's number of classes)")
