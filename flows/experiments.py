@@ -20,6 +20,7 @@ from hotdog.core.params import PARAMS_FILE, read_params
 from hotdog.experiments.compare import Failure, write_comparison
 from hotdog.experiments.run import failed_message, run_set
 from hotdog.experiments.spec import SET_FILE, ExperimentsError, check_set, read_set
+from hotdog.runner.prefect_server import disable_server_telemetry
 
 
 @task(name="run-experiments", cache_policy=NO_CACHE)
@@ -78,6 +79,7 @@ def hotdog_experiments(experiments: dict[str, dict[str, Any]] | None = None,
 
 def main() -> int:
     """Run the flow once with the set in experiments.yaml; exit status 1 when it fails."""
+    disable_server_telemetry()  # of the temporary server Prefect starts when no PREFECT_API_URL is set
     state = hotdog_experiments(return_state=True)
     return 0 if state.is_completed() else 1
 

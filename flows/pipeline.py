@@ -30,6 +30,7 @@ from hotdog.core.overrides import apply_overrides, parse_pairs
 from hotdog.core.params import PARAMS_FILE, Params, ParamsError, read_params
 from hotdog.runner import runlock
 from hotdog.runner.artifacts import publish_artifacts
+from hotdog.runner.prefect_server import disable_server_telemetry
 from hotdog.runner.remote import PushFailed, default_remote, push_outputs
 from hotdog.runner.runlock import RepoBusy
 
@@ -216,6 +217,7 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the flow once; exit status 1 when it fails."""
+    disable_server_telemetry()  # of the temporary server Prefect starts when no PREFECT_API_URL is set
     state = hotdog_pipeline(**parse_args(argv), return_state=True)
     return 0 if state.is_completed() else 1
 

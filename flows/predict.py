@@ -27,6 +27,7 @@ from hotdog.core.errors import StageError
 from hotdog.core.names import RUNS
 from hotdog.core.params import PARAMS_FILE, read_params
 from hotdog.core.schema import SCORED, write_table
+from hotdog.runner.prefect_server import disable_server_telemetry
 from hotdog.serving import predict, sources
 
 EXTREMES = 10  # most and least confident images in the summary table
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="finetune")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
+    disable_server_telemetry()  # of the temporary server Prefect starts when no PREFECT_API_URL is set
     state = hotdog_predict(folder=args.folder, urls=args.urls, model=args.model, out=args.out,
                            return_state=True)
     return 0 if state.is_completed() else 1

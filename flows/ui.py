@@ -9,6 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from prefect import serve
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+# The flows import torch: here, before the server starts, since a Ctrl-C or SIGTERM that lands
+# in torch's C++ import code aborts this process, which leaves a server it started running.
+from flows.experiments import hotdog_experiments
+from flows.pipeline import hotdog_pipeline
+from flows.predict import hotdog_predict
 from hotdog.core.params import PARAMS_FILE, ParamsError, read_params
 from hotdog.runner.prefect_server import running_server
 from hotdog.runner.reports_server import REPORTS_URL_ENV, serving_reports
@@ -28,13 +36,6 @@ def reports_folder(project: Path) -> Path:
 def main() -> None:
     folder = reports_folder(Path.cwd())
     with running_server() as api_url, serving_reports(folder) as reports_url:
-        from prefect import serve
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        from flows.experiments import hotdog_experiments
-        from flows.pipeline import hotdog_pipeline
-        from flows.predict import hotdog_predict
-
         # Served flow runs are subprocesses of this one and inherit its environment at their start.
         os.environ[REPORTS_URL_ENV] = reports_url
         ui = api_url.rstrip("/").removesuffix("/api")

@@ -104,8 +104,10 @@ def ui(served, tmp_path_factory):
         with temporary_settings(updates={PREFECT_API_URL: api}):
             yield api, project
     finally:
-        # The served flows and the server keep nothing a test needs: 5 s, then SIGKILL.
-        stop(process, seconds=5, group=True)
+        # The served flows and the server keep nothing a test needs, but the server is in a
+        # session of its own, which flows.ui stops as it exits (about 3 s): a SIGKILL before
+        # that would leave it running.
+        stop(process, seconds=30, group=True)
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,11 @@
 """The flow's pure helpers, without a Prefect server."""
 
 import inspect
+import os
 
 import pytest
 from conftest import REPO
+from prefect.settings import get_current_settings
 from prefect.states import Failed
 from ruamel.yaml import YAML
 
@@ -22,6 +24,7 @@ from flows.repro import StageFailed, StageInterrupted, outcome
 from hotdog.core import events
 from hotdog.core.names import STAGES
 from hotdog.core.params import read_params
+from hotdog.runner.prefect_server import ANALYTICS_ENV, disable_server_telemetry
 
 
 def test_each_task_is_named_for_its_dvc_stage_and_runs_in_dvc_yamls_order():
@@ -96,3 +99,13 @@ def test_command_line_flags():
 def test_only_an_interrupted_stage_is_retried():
     assert is_interrupted(None, None, Failed(data=StageInterrupted("error: download: gave up after 5 attempts")))
     assert not is_interrupted(None, None, Failed(data=StageFailed("error: download: sha1 mismatch")))
+
+
+def test_the_temporary_prefect_server_runs_without_telemetry(monkeypatch):
+    # Offline, its telemetry logs an ERROR. With no PREFECT_API_URL, Prefect 3.9.1 starts that
+    # server with this process's environment and, on top, the Prefect settings set in this
+    # process (SubprocessASGIServer._run_uvicorn_command): its environment, made the same way.
+    monkeypatch.setenv(ANALYTICS_ENV, "true")  # and put back as it was after the test
+    disable_server_telemetry()
+    env = {**os.environ, **get_current_settings().to_environment_variables(exclude_unset=True)}
+    assert env[ANALYTICS_ENV].lower() == "false"

@@ -1,18 +1,28 @@
 """`make worker`'s pool, deployments and worker against a real Prefect server (conftest's
-prefect_api), with runs started through the API as the UI's Run button starts them."""
+prefect_api), with runs started through the API as the UI's Run button starts them; and Ctrl-C
+on `make ui`, whose way of starting and stopping a server (hotdog/runner/prefect_server.py)
+`make worker` shares."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
+import psutil
 import pytest
-from conftest import copy_run, dvc_repro, started, stop
+from conftest import ENV, REPO, copy_run, dvc_repro, started, stop
 from limits import E2E
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from servers import free_port
 
 from hotdog.runner import worker
 from hotdog.runner.worker import PROJECT_ENV, WorkerError, enter_project
@@ -114,3 +124,46 @@ def test_the_pull_step_enters_the_workers_clone_and_says_what_is_missing(tmp_pat
     monkeypatch.chdir(Path(tmp_path.anchor))
     assert enter_project() == {"directory": str(tmp_path)}
     assert Path.cwd() == tmp_path
+
+
+def wait_until_served(api: str, process: subprocess.Popen, log: Path, timeout: float = 100) -> None:
+    """Until `make ui`'s runner has polled the server for its deployments' runs: from then on,
+    its shutdown pauses them through the API."""
+    deadline = time.monotonic() + timeout
+    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            assert process.poll() is None, f"flows.ui exited:\n{log.read_text()}"
+            try:
+                if client.read_deployment_by_name("hotdog-pipeline/local").status.value == "READY":
+                    return
+            except Exception:  # the server is not up yet, or the deployment not registered
+                pass
+            time.sleep(0.5)
+    raise AssertionError(f"make ui served nothing after {timeout} s:\n{log.read_text()}")
+
+
+def test_ctrl_c_stops_make_ui_and_the_server_it_started(tmp_path):
+    api = f"http://127.0.0.1:{free_port()}/api"
+    log = tmp_path / "ui.log"
+    with log.open("w") as out:
+        # Its own session and group, as a terminal runs `make ui`: Ctrl-C there is a SIGINT to
+        # the whole foreground group. PREFECT_HOME: the server's database, in tmp_path.
+        process = subprocess.Popen([sys.executable, "-m", "flows.ui"], cwd=REPO, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**ENV, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path)})
+    server = None
+    try:
+        wait_until_served(api, process, log)
+        server, = (p for p in psutil.Process(process.pid).children() if "server" in p.cmdline())
+        os.killpg(process.pid, signal.SIGINT)
+        # It used to hang here for a minute: its server had the Ctrl-C too, and the runner
+        # retried pausing its deployments through the dead API.
+        assert process.wait(timeout=30) == 0, log.read_text()
+        assert not server.is_running(), log.read_text()
+        with pytest.raises(ConnectionRefusedError):  # nothing listens on the server's port
+            socket.create_connection(("127.0.0.1", urlparse(api).port), timeout=5).close()
+    finally:
+        if process.poll() is None:
+            stop(process, seconds=5, group=True)
+        if server is not None and server.is_running():
+            server.kill()

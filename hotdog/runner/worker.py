@@ -152,6 +152,10 @@ def main(argv: list[str] | None = None) -> None:
                 code = worker.wait()
             except KeyboardInterrupt:  # the worker, in our process group, got the Ctrl-C too
                 code = stop(worker)
+            except SystemExit:  # a SIGTERM to this process alone (running_server): the worker did not get it
+                worker.terminate()
+                stop(worker)
+                raise
     except WorkerError as err:
         sys.exit(f"error: worker: {err}")
     sys.exit(code)
