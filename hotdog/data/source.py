@@ -109,8 +109,8 @@ def pack(folder: Path, dest: Path, max_bytes: int, classes: list[str] | None) ->
             info = zipfile.ZipInfo(name, ZIP_DATE)
             with (folder / name).open("rb") as src, archive.open(info, "w") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
-    print(f"packed {len(names):,} images of {len(chosen)} classes ({class_list(chosen, 8)}){layout.under} from {folder} "
-          f"into {dest}", flush=True)
+    print(f"packed {len(names):,} images of {len(chosen)} classes ({class_list(chosen, 8)}){layout.under} "
+          f"from {folder} into {dest}", flush=True)
     if layout.left_out:
         print(layout.left_out_line(str(folder)), flush=True)
     return len(names)

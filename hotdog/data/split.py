@@ -34,4 +34,5 @@ def check_covered(counts: dict[str, dict[str, int]], test_fraction: float) -> No
             side = "test" if not test else "train"
             raise StageError(f"class '{cls}' has {train + test} image(s), and data.test_fraction={test_fraction} "
                              f"leaves none of them in {side}; add other images of it (identical files always land "
-                             f"together), or {'raise' if side == 'test' else 'lower'} data.test_fraction in params.yaml")
+                             f"together), or {'raise' if side == 'test' else 'lower'} data.test_fraction in "
+                             "params.yaml")

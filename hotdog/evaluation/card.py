@@ -353,8 +353,8 @@ def _data_section(recipe: Recipe, evidence: Evidence, paths: Paths) -> list[str]
     how = (f"the data set's own folders: train/ for training, and {HELD_OUT[0]}/ (or, where there is none, "
            f"{stand_ins}) for testing" if split["layout"] == SPLIT else
            f"made by the pipeline: an image is in test when its SHA-1, read as a number in [0, 1), is below "
-           f"{split['test_fraction']:g} (data.test_fraction), so each class is {split['test_fraction'] * 100:g}% test in "
-           "expectation; the shares drawn are in the table below")
+           f"{split['test_fraction']:g} (data.test_fraction), so each class is {split['test_fraction'] * 100:g}% "
+           "test in expectation; the shares drawn are in the table below")
     rejected = " and ".join(f"{split[s]['rejected']} of {s}" for s in SPLITS)
     lines = ["## Data", "",
              f"- Source: `{recipe.data_url}` (data.url).",
@@ -388,6 +388,7 @@ def _lr_text(params: RunParams) -> tuple[str, str]:
 
 def _recipe_section(recipe: Recipe, evidence: Evidence, paths: Paths) -> list[str]:
     runs, s, w = recipe.runs, recipe.train, recipe.weights
+    resize = eval_resize(s.image_size)
     rows = [
         ("starts from", *("ImageNet weights" if runs[r].pretrained else "random initialisation" for r in RUNS)),
         ("output layer", *(f"new, {runs[r].head_init} init" for r in RUNS)),
@@ -406,8 +407,8 @@ def _recipe_section(recipe: Recipe, evidence: Evidence, paths: Paths) -> list[st
             f"summed over each batch of {s.batch_size} images (as d2l), weight decay {s.weight_decay:g}, seed "
             f"{recipe.seed}. Training images are random crops (random scale and aspect ratio) resized to "
             f"{s.image_size} × {s.image_size} px, flipped at random; test images have their shorter side resized to "
-            f"{eval_resize(s.image_size)} px, are squashed to {eval_resize(s.image_size)} × {eval_resize(s.image_size)} "
-            f"(as d2l's test transform) and centre-cropped to {s.image_size} × {s.image_size} px. train.device is {s.device} and train.precision {s.precision} "
+            f"{resize} px, are squashed to {resize} × {resize} (as d2l's test transform) and centre-cropped to "
+            f"{s.image_size} × {s.image_size} px. train.device is {s.device} and train.precision {s.precision} "
             "(auto picks by machine; the table says what ran).", "",
             f"Base weights: `{w.url}` (weights.url), SHA-256 `{w.sha256}` (weights.sha256{prefix}, checked when "
             f"downloaded); `{paths.weights.as_posix()}` {recorded(evidence.digests, paths.weights)}.", ""]
@@ -486,7 +487,8 @@ def _reproduce_section(git: GitState, env: dict[str, str], data_url: str, folder
             "```sh", "git clone <this repository> hotdog && cd hotdog", f"git checkout {commit}", "dvc repro", "```",
             "",
             f"`dvc repro` {fetched}, then trains both models with the same seed and writes this card again. "
-            "Training is seeded and asks for deterministic kernels; another device, precision or package version may move the figures slightly.", "",
+            "Training is seeded and asks for deterministic kernels; another device, precision or package version "
+            "may move the figures slightly.", "",
             f"Environment that wrote this card: Python {env.get('python', NONE)} on {env.get('platform', NONE)}; "
             f"{packages}.", ""]
 
