@@ -347,25 +347,6 @@ def test_batched_crops_are_torchvisions_antialiased_resize(size):
             assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
 
 
-@pytest.mark.parametrize("images, batch, world, sizes", [
-    (256, 128, 1, [128, 128]), (257, 128, 1, [128, 129]), (258, 128, 1, [128, 128, 2]), (129, 128, 1, [129]),
-    (5, 128, 1, [5]), (259, 128, 2, [128, 131]), (260, 128, 2, [128, 128, 4]), (1, 4, 1, [1]),
-])
-def test_a_last_batch_too_small_to_train_joins_the_one_before(images, batch, world, sizes):
-    # BatchNorm cannot train on one image, and each of `world` processes takes a share of
-    # every batch (distributed.share): a rest that would leave any share at one image joins
-    # the batch before it. Every image is in exactly one batch.
-    from hotdog.data.augment import batch_bounds
-    from hotdog.training.distributed import Shard, share
-
-    bounds = batch_bounds(images, batch, world)
-    assert [end - start for start, end in bounds] == sizes
-    assert [i for start, end in bounds for i in range(start, end)] == list(range(images))
-    shares = [len(share(torch.arange(start, end), Shard(rank, world))) for start, end in bounds[1:]
-              for rank in range(world)]
-    assert 1 not in shares
-
-
 def test_device_path_gives_the_workers_paths_batches_within_a_level(tiny_project):
     # The two augmentation paths follow one plan: the same images in the same order, and
     # pixels within one level (torchvision's uint8 resize rounds between its two passes;

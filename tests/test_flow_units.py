@@ -109,3 +109,14 @@ def test_the_temporary_prefect_server_runs_without_telemetry(monkeypatch):
     disable_server_telemetry()
     env = {**os.environ, **get_current_settings().to_environment_variables(exclude_unset=True)}
     assert env[ANALYTICS_ENV].lower() == "false"
+
+
+def test_the_predict_flow_fails_on_a_folder_that_is_not_there(tmp_path, monkeypatch):
+    # It ran to "completed" with one error row, which a Run button's user would take as done.
+    from flows.predict import hotdog_predict
+
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / ".dvc").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StageFailed, match=rf"^folder=nope: no such folder in {tmp_path}; name a folder of photos"):
+        hotdog_predict.fn(folder="nope")

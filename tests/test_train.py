@@ -6,7 +6,6 @@ import torch
 from conftest import write_params
 from torch import nn
 
-from hotdog.core.errors import StageError
 from hotdog.core.names import CLASSES
 from hotdog.core.params import load_params
 from hotdog.data.transforms import normalize
@@ -123,22 +122,3 @@ def test_runtime_num_workers_changes_no_result(decoded_project):
         checkpoints.append(checkpoint)
     assert summaries[0] == summaries[1] and same_weights(*checkpoints)
 
-
-@pytest.mark.parametrize("augment", ["workers", "device"])
-def test_a_last_batch_of_one_image_trains_in_the_batch_before_it(decoded_project, augment, capsys):
-    # 12 train images at batch 11: the rest is one image, and BatchNorm in train mode raises
-    # on one. It joins the batch before it, so the epoch is one step of all 12.
-    write_params(decoded_project / "params.yaml", {"train.batch_size": 11, "train.augment": augment})
-    summary, _ = train_once("scratch")
-    assert summary["augment"] == augment
-    assert "scratch epoch 1/1: batch 1/1" in capsys.readouterr().out
-
-
-def test_a_batch_of_one_image_a_process_is_refused_unless_the_body_is_frozen(decoded_project):
-    write_params(decoded_project / "params.yaml", {"train.batch_size": 1})
-    with pytest.raises(StageError, match=r"^train.batch_size is 1, which gives each of 1 process\(es\) one image a "
-                                         r"step, and BatchNorm cannot train on one; set it to 2 or more in params.yaml$"):
-        train_once("scratch")
-    # A frozen body's BatchNorm layers stay in eval mode: one image a step trains the head.
-    write_params(decoded_project / "params.yaml", {"train.batch_size": 1, "finetune.freeze_body": True})
-    train_once("finetune")
