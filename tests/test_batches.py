@@ -1,6 +1,6 @@
 """How an epoch is cut into batches, so that BatchNorm always has more than one image to train
-on. Not `numeric`: nothing here depends on what the CPU's kernels compute, so make test's
-ISA-capped reruns leave it out."""
+on (torch refuses one at small image sizes). Not `numeric`: nothing here depends on what the
+CPU's kernels compute, so make test's ISA-capped reruns leave it out."""
 
 import pytest
 import torch
@@ -17,7 +17,7 @@ from hotdog.training.distributed import Shard, share
     (5, 128, 1, [5]), (259, 128, 2, [128, 131]), (260, 128, 2, [128, 128, 4]), (1, 4, 1, [1]),
 ])
 def test_a_last_batch_too_small_to_train_joins_the_one_before(images, batch, world, sizes):
-    # BatchNorm cannot train on one image, and each of `world` processes takes a share of
+    # BatchNorm should not train on one image, and each of `world` processes takes a share of
     # every batch (distributed.share): a rest that would leave any share at one image joins
     # the batch before it. Every image is in exactly one batch.
     bounds = batch_bounds(images, batch, world)
@@ -38,11 +38,18 @@ def test_a_last_batch_of_one_image_trains_in_the_batch_before_it(decoded_project
     assert "scratch epoch 1/1: batch 1/1" in capsys.readouterr().out
 
 
-def test_a_batch_of_one_image_a_process_is_refused_unless_the_body_is_frozen(decoded_project):
+def test_a_batch_of_one_image_a_process_is_refused_where_torch_cannot_train_it(decoded_project):
+    # At 32 px ResNet-18's last feature map is 1 x 1: one image gives its last BatchNorm one
+    # value per channel, which torch refuses in train mode.
     write_params(decoded_project / "params.yaml", {"train.batch_size": 1})
     with pytest.raises(StageError, match=r"^train.batch_size is 1, which gives each of 1 process\(es\) one image a "
-                                         r"step, and BatchNorm cannot train on one; set it to 2 or more in params.yaml$"):
+                                         r"step, and at train.image_size 32 ResNet-18's last BatchNorm then sees one "
+                                         r"value per channel, which torch cannot train on; set train.batch_size to 2 or "
+                                         r"more, or train.image_size to 33 or more, in params.yaml$"):
         train_once("scratch")
-    # A frozen body's BatchNorm layers stay in eval mode: one image a step trains the head.
+    # A frozen body's BatchNorm layers stay in eval mode, and at 40 px the last map is 2 x 2:
+    # one image a step trains in both.
     write_params(decoded_project / "params.yaml", {"train.batch_size": 1, "finetune.freeze_body": True})
     train_once("finetune")
+    write_params(decoded_project / "params.yaml", {"train.batch_size": 1, "train.image_size": 40})
+    train_once("scratch")

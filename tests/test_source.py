@@ -43,7 +43,10 @@ def test_a_path_that_does_not_exist_is_named_as_such(tmp_path, monkeypatch):
                                          r"archive, in params.yaml$"):
         describe(str(tmp_path / "photos"), None)
     with pytest.raises(StageError, match=r"^data.url names file:///nowhere/photos.zip, which does not exist"):
-        describe("file:///nowhere/photos.zip", "a" * 40)
+        describe("file:///nowhere/photos.zip", None)
+    # With its SHA-1, an archive's record needs no file: a clone that pulled the outputs has none.
+    assert describe("file:///nowhere/photos.zip", "a" * 40) == {"kind": "zip", "url": "file:///nowhere/photos.zip",
+                                                               "sha1": "a" * 40}
     folder = photos(tmp_path / "here")
     with pytest.raises(StageError, match=rf"^data.url names one image \({folder}/ant/0.png\); point it at the folder "
                                          r"that holds your class folders, or at an archive of them, in params.yaml$"):

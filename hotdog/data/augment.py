@@ -173,9 +173,11 @@ def batch_bounds(images: int, batch_size: int, world: int = 1) -> list[tuple[int
     images, the last one the rest.
 
     A rest so small that a process's share of it would be a single image joins the batch
-    before it (in one process: a rest of one). BatchNorm cannot train on one image; torch
-    raises, and would have for d2l's loader too. A train split of 129 images at batch 128
-    trains as one batch of 129: every image once an epoch, as before."""
+    before it (in one process: a rest of one). BatchNorm normalises a step on one image by
+    that image's own statistics alone, and at train.image_size 32 or less ResNet-18's last
+    BatchNorm sees one value per channel, on which torch raises (as it would have for d2l's
+    loader). A train split of 129 images at batch 128 trains as one batch of 129: every image
+    once an epoch, as before."""
     starts = list(range(0, images, batch_size))
     rest = images - starts[-1] if starts else 0
     if len(starts) > 1 and rest < min(2 * world, batch_size):

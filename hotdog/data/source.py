@@ -69,11 +69,13 @@ def describe(url: str, sha1: str | None) -> dict:
     """The record of the data source: what the download stage must fetch, and, for a folder,
     a digest of what it holds now."""
     folder = folder_of(url)
-    if is_local(url) and not local_path(url).exists():
-        # Neither a folder nor an archive: asking for the archive's SHA-1 would mislead.
+    # Only where no SHA-1 is given: an archive's record is its URL and digest, which a clone
+    # that pulled the outputs has without the archive (the download stage fetches it, or says
+    # it is not there). Without one, asking for an archive's SHA-1 would mislead.
+    if folder is None and sha1 is None and is_local(url) and not local_path(url).exists():
         raise StageError(f"data.url names {url}, which does not exist (relative paths start at {Path.cwd()}); "
                          "point it at your folder of photos, or at an archive, in params.yaml")
-    if folder is None and is_local(url) and is_image_name(url):
+    if folder is None and sha1 is None and is_local(url) and is_image_name(url):
         raise StageError(f"data.url names one image ({url}); point it at the folder that holds your class folders, "
                          "or at an archive of them, in params.yaml")
     if folder is None:

@@ -7,7 +7,8 @@ nn.DataParallel spreads each batch over every GPU it finds.
 - Every process follows the same epoch plan and takes its share of each global batch of
   train.batch_size, cut as torch.tensor_split cuts it (sizes differ by at most one). A last
   batch that would give some process a single image joins the one before it
-  (hotdog.data.augment.batch_bounds): BatchNorm cannot train on one image. A split smaller
+  (hotdog.data.augment.batch_bounds): BatchNorm would normalise it by its own statistics
+  alone, and at small image sizes torch refuses to. A split smaller
   than the number of processes leaves some shares empty; ResNet's layers take an empty
   batch (zero gradients, BatchNorm's statistics untouched), so no special case.
 - Gradients are SUMMED across processes by a communication hook, where DDP would average

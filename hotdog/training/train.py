@@ -30,6 +30,9 @@ from hotdog.training.distributed import SINGLE, Shard, all_sum, rank_device, wra
 from hotdog.training.optim import SGD
 from hotdog.training.resume import Snapshot
 
+# ResNet-18 halves a feature map five times: at this image_size or less, its last one is 1 x 1.
+ONE_BY_ONE = 32
+
 
 class EpochStats(NamedTuple):
     loss_sum: float
@@ -203,11 +206,12 @@ def train(run: str, seed: int, params: TrainParams, run_params: RunParams, num_w
     model = build_model(pretrained, run_params.head_init, images.classes).to(device, memory_format=torch.channels_last)
     if run_params.freeze_body:
         freeze_body(model)
-    elif params.batch_size < 2 * shard.world:
-        # BatchNorm raises on a single image in train mode (a frozen body's stays in eval mode).
+    elif params.batch_size < 2 * shard.world and params.image_size <= ONE_BY_ONE:
+        # torch raises on one value per channel in train mode (a frozen body's BatchNorm stays in eval mode).
         raise StageError(f"train.batch_size is {params.batch_size}, which gives each of {shard.world} process(es) "
-                         f"one image a step, and BatchNorm cannot train on one; set it to {2 * shard.world} or more "
-                         "in params.yaml")
+                         f"one image a step, and at train.image_size {params.image_size} ResNet-18's last BatchNorm "
+                         f"then sees one value per channel, which torch cannot train on; set train.batch_size to "
+                         f"{2 * shard.world} or more, or train.image_size to {ONE_BY_ONE + 1} or more, in params.yaml")
     groups = param_groups(model, run_params.lr, run_params.head_lr_mult)
     optimizer = SGD(groups, weight_decay=params.weight_decay)
     records: list[dict] = []
