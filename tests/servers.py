@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import socketserver
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -144,7 +145,13 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def _serve(root: Path, log: list[Seen] | None, *, ranges: bool, truncate: int | None = 0,
            unavailable: int = 0, content_type: str = "application/octet-stream") -> Iterator[str]:
-    server = _Server(root, log, ranges, truncate, unavailable, content_type)
+    with serving(_Server(root, log, ranges, truncate, unavailable, content_type)) as url:
+        yield url
+
+
+@contextmanager
+def serving(server: socketserver.BaseServer) -> Iterator[str]:
+    """`server`, bound to 127.0.0.1, served on a thread: its base URL; shut down on exit."""
     # A short poll interval: shutdown() waits up to one interval for the loop to notice.
     thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()

@@ -12,7 +12,6 @@ import shutil
 import socketserver
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +28,7 @@ import torch
 from conftest import ENV, REPO, copy_run, stop
 from PIL import Image
 from playwright.sync_api import sync_playwright
-from servers import CHROMIUM, CHROMIUM_ARGS, free_port, serve_directory
+from servers import CHROMIUM, CHROMIUM_ARGS, free_port, serve_directory, serving
 from torch import nn
 
 from hotdog.core.errors import StageError
@@ -418,14 +417,8 @@ def serve_broken() -> Iterator[str]:
     line that is not HTTP: its base URL."""
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Broken)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(server) as url:
+        yield url
 
 
 def test_a_server_that_does_not_speak_http_or_stops_short_is_that_urls_error(n_classes, capsys):
