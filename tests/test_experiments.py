@@ -111,7 +111,7 @@ def test_a_bad_key_or_value_names_the_experiment_before_anything_runs():
     params = REPO / "params.yaml"
     with pytest.raises(ExperimentsError, match=r"experiment 'typo': .*unknown key 'finetune.lrr'"):
         check_set({"typo": {"finetune.lrr": 0.1}}, {}, params)
-    with pytest.raises(ExperimentsError, match=r"experiment 'grid-2': .*key 'finetune.lr': Input should be greater"):
+    with pytest.raises(ExperimentsError, match=r"experiment 'grid-2': finetune.lr=-1.0, an override: Input should be greater"):
         check_set({"grid": {"finetune.lr": [1e-4, -1.0]}}, {}, params)
     with pytest.raises(ExperimentsError, match=r"experiment 'head': .*imagenet-hotdog .*set pretrained to true"):
         check_set({"head": {"scratch.head_init": "imagenet-hotdog"}}, {}, params)

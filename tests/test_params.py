@@ -67,6 +67,47 @@ def test_bad_value_names_the_key(change, words):
         assert word in message
 
 
+@pytest.mark.parametrize("rename, words", [
+    # A misspelt key leaves its real one missing: one problem, named by the misspelling.
+    (("train", "epochs", "epoch"), "params.yaml: unknown key 'train.epoch'; did you mean 'train.epochs'? rename it"),
+    ((None, "train", "trian"), "params.yaml: unknown key 'trian'; did you mean 'train'? rename it"),
+    (("train", "epochs", "zzz"), "params.yaml: unknown key 'train.zzz'; remove it or correct its spelling "
+                                 "(1 more problem(s) after this one)"),
+])
+def test_a_misspelt_key_is_named_before_the_key_it_leaves_missing(rename, words):
+    raw = repo_params()
+    section, old, new = rename
+    where = raw if section is None else raw[section]
+    where[new] = where.pop(old)
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    assert str(err.value) == words
+
+
+@pytest.mark.parametrize("change, fix", [
+    ({"train.epochs": "5"}, "write it without quotes"),
+    ({"finetune.lr": "1e-3"}, "write it without quotes"),
+    ({"finetune.pretrained": "true"}, "write it without quotes"),
+    ({"train.epochs": "five"}, "correct it"),  # no number in quotes: the quotes are not the problem
+    ({"finetune.lr": "fast"}, "correct it"),
+])
+def test_a_quoted_number_or_boolean_is_told_to_lose_its_quotes(change, fix):
+    with pytest.raises(ParamsError) as err:
+        parse_params(with_overrides(repo_params(), change))
+    assert str(err.value).endswith(f"; {fix}")
+
+
+def test_a_duplicate_key_is_named(tmp_path):
+    text = (REPO / "params.yaml").read_text()
+    doubled = text.replace("\n  epochs:", "\n  epochs: 3\n  epochs:", 1)
+    assert doubled != text
+    (tmp_path / "params.yaml").write_text(doubled)
+    line = doubled[:doubled.index("  epochs: 3")].count("\n") + 2
+    with pytest.raises(ParamsError, match=rf": line {line} is not valid YAML \(found duplicate key \"epochs\" "
+                                          r"with value .*\); fix the syntax$"):
+        read_params(tmp_path / "params.yaml")
+
+
 def test_missing_key_is_named():
     raw = repo_params()
     del raw["train"]["precision"]
@@ -143,7 +184,9 @@ def test_overrides_keep_comments_and_report_changes(tmp_path):
         ({"scratch.lrr": 0.1}, "unknown key 'scratch.lrr'"),
         ({"train": 3}, "unknown key 'train'"),
         ({"nope.lr": 0.1}, "unknown key 'nope.lr'"),
-        ({"train.epochs": "ten"}, "key 'train.epochs': Input should be a valid integer"),
+        ({"train.epochs": "ten"}, "train.epochs='ten', an override: Input should be a valid integer"),
+        ({"train.epochs": 0}, "train.epochs=0, an override: Input should be greater than or equal to 1 (got 0); "
+                              "give another value ("),
     ],
 )
 def test_bad_overrides_change_nothing(tmp_path, overrides, words):

@@ -17,11 +17,12 @@ from hotdog.core.names import STAGES
 from hotdog.core.params import read_params
 
 # The code that runs a stage but shapes none of its outputs: the runner (events, signals, the
-# exit status), the run lock, the interpreter check, the events and the error types. No
-# stage lists them as DVC deps.
+# exit status), the run lock, the interpreter check, the events, the error types and the
+# wording of params errors. No stage lists them as DVC deps.
 WIRING = frozenset({
     "hotdog/runner/__init__.py", "hotdog/runner/stage.py", "hotdog/runner/runlock.py",
     "hotdog/runner/interpreter.py", "hotdog/core/events.py", "hotdog/core/errors.py",
+    "hotdog/core/params_errors.py",
 })
 DVC = YAML(typ="safe").load((REPO / "dvc.yaml").read_text())
 PATHS = read_params(REPO / "params.yaml").paths

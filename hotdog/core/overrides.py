@@ -65,7 +65,14 @@ def _overridden(overrides: dict[str, Any], path: Path) -> tuple[YAML, Any, dict[
         if node[last] != value:
             changed[dotted] = (node[last], value)
             node[last] = value
-    parse_params(_plain(doc), path)
+    try:
+        parse_params(_plain(doc), path)
+    except ParamsError as err:
+        if err.key not in overrides or err.problem is None:
+            raise
+        # The value came from a command line or a flow's parameters, not from the file.
+        raise ParamsError(f"{err.key}={overrides[err.key]!r}, an override: {err.problem}; give another value "
+                          f"({path} is unchanged)", err.key, err.problem) from None
     return yaml, doc, changed
 
 

@@ -2,7 +2,8 @@
 
 A stage calls `load_params(*keys)` with the keys dvc.yaml declares for it (whole sections
 or dotted keys) and can read only those, plus `paths` and `runtime`. A bad key is one line
-naming it.
+naming it, worded in hotdog.core.params_errors, which no stage depends on: rewording re-runs
+nothing.
 """
 
 from __future__ import annotations
@@ -14,14 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML, YAMLError
 
 from hotdog.core.declared import StageParams
-from hotdog.core.errors import StageError
+from hotdog.core.params_errors import ParamsError, invalid, unreadable
 from hotdog.core.paths import Paths
 
 PARAMS_FILE = Path("params.yaml")
-
-
-class ParamsError(StageError):
-    """params.yaml is missing, unreadable, or has a bad key."""
 
 
 class Section(BaseModel):
@@ -118,21 +115,6 @@ class Params(Section):
     paths: Paths
 
 
-def _describe(err: ValidationError, source: Path) -> str:
-    """One line for the first validation error: which key, what is wrong, what to do."""
-    errors = err.errors()
-    first = errors[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    more = f" ({len(errors) - 1} more problem(s) after this one)" if len(errors) > 1 else ""
-    if first["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{key}'; remove it or correct its spelling{more}"
-    if first["type"] == "missing":
-        return f"{source}: missing key '{key}'; add it (docs/params.md lists every param){more}"
-    msg = first["msg"].removeprefix("Value error, ")
-    got = "" if isinstance(first["input"], dict) else f" (got {first['input']!r})"  # a section's own check
-    return f"{source}: key '{key}': {msg}{got}; correct it{more}"
-
-
 def parse_params(raw: Any, source: Path = PARAMS_FILE) -> Params:
     """Validate an already-parsed params mapping."""
     if not isinstance(raw, dict):
@@ -140,7 +122,7 @@ def parse_params(raw: Any, source: Path = PARAMS_FILE) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ParamsError(_describe(err, source)) from None
+        raise invalid(err, source) from None
 
 
 def read_params(path: Path = PARAMS_FILE) -> Params:
@@ -153,9 +135,7 @@ def read_params(path: Path = PARAMS_FILE) -> Params:
         # ruamel reads YAML 1.2 as DVC writes it: `dvc exp run -S lr=5e-5` gives a float.
         raw = YAML(typ="safe", pure=True).load(text)
     except YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        line = f" line {where.line + 1}" if where else ""
-        raise ParamsError(f"{path}:{line} is not valid YAML; fix the syntax") from None
+        raise unreadable(err, Path(path)) from None
     return parse_params(raw, Path(path))
 
 

@@ -1,0 +1,88 @@
+"""How a problem in params.yaml is worded: one line saying which key, what is wrong, what to do.
+
+Wiring (tests/test_seams.py): this only words the error a stage stops with and shapes no
+output, so no stage lists it as a DVC dep, and rewording a message here re-runs nothing.
+The checks themselves live in hotdog.core.params, which every stage depends on.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from pydantic import ValidationError
+from ruamel.yaml import YAMLError
+
+from hotdog.core.errors import StageError
+
+# pydantic's strict type errors: a quoted "128" or "true" in YAML is a string.
+_TYPES = {"int_type", "float_type", "bool_type"}
+
+
+class ParamsError(StageError):
+    """params.yaml is missing, unreadable, or has a bad key. Where one key is at fault, `key`
+    names it and `problem` says what is wrong with its value, so that a caller who set it
+    (an override) can say so in its own words."""
+
+    def __init__(self, message: str, key: str | None = None, problem: str | None = None):
+        super().__init__(message)
+        self.key, self.problem = key, problem
+
+
+def _dotted(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _quoted(kind: str, value: str) -> bool:
+    """Whether a string is a number or boolean in quotes: "128", "1e-3", "true"."""
+    if kind == "bool_type":
+        return value.strip().lower() in {"true", "false"}
+    try:
+        (int if kind == "int_type" else float)(value)
+    except ValueError:
+        return False
+    return True
+
+
+def invalid(err: ValidationError, source: Path | str) -> ParamsError:
+    """The error for a params mapping that failed validation, naming its first problem.
+
+    An unknown key comes first: a misspelt key is also reported missing under its real
+    name, and "unknown key 'train.epoch'; did you mean 'train.epochs'?" is what helps.
+    """
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    first, count = errors[0], len(errors)
+    key = _dotted(first["loc"])
+    if first["type"] == "extra_forbidden":
+        parent, name = first["loc"][:-1], str(first["loc"][-1])
+        missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"][:-1] == parent]
+        close = difflib.get_close_matches(name, missing, n=1)
+        if close:  # the misspelling and the key it leaves missing are one problem
+            text, count = f"unknown key '{key}'; did you mean '{_dotted((*parent, close[0]))}'? rename it", count - 1
+        else:
+            text = f"unknown key '{key}'; remove it or correct its spelling"
+        return ParamsError(f"{source}: {text}{_more(count)}", key)
+    if first["type"] == "missing":
+        return ParamsError(f"{source}: missing key '{key}'; add it (docs/params.md lists every param){_more(count)}",
+                           key)
+    problem = first["msg"].removeprefix("Value error, ")
+    if not isinstance(first["input"], dict):  # not a section's own check
+        problem += f" (got {first['input']!r})"
+    quoted = first["type"] in _TYPES and isinstance(first["input"], str) and _quoted(first["type"], first["input"])
+    fix = "write it without quotes" if quoted else "correct it"
+    return ParamsError(f"{source}: key '{key}': {problem}; {fix}{_more(count)}", key, problem)
+
+
+def _more(count: int) -> str:
+    return f" ({count - 1} more problem(s) after this one)" if count > 1 else ""
+
+
+def unreadable(err: YAMLError, path: Path) -> ParamsError:
+    """The error for a params file that is not YAML, with the line and what the parser found
+    (a duplicate key, an unclosed bracket)."""
+    where = getattr(err, "problem_mark", None)
+    line = f" line {where.line + 1}" if where else ""
+    # ruamel's own words, first line only: "found duplicate key "epochs" with value "5" (original value: "1")".
+    problem = (getattr(err, "problem", None) or "").splitlines()
+    found = f" ({problem[0].strip()})" if problem and problem[0].strip() else ""
+    return ParamsError(f"{path}:{line} is not valid YAML{found}; fix the syntax")
