@@ -16,9 +16,11 @@ import pytest
 from conftest import ENV, REPO, copy_run, sh
 from dvc.utils.hydra import apply_overrides as dvc_set_params
 from limits import E2E
+from ruamel.yaml import YAML
 
 from hotdog.core import events
 from hotdog.core.params import read_params
+from hotdog.experiments.cli import main as experiments_main
 from hotdog.experiments.compare import (
     Experiment,
     Failure,
@@ -54,6 +56,32 @@ def test_every_run_of_the_repo_set_gives_valid_params_when_dvc_sets_them(tmp_pat
             assert params[section][name] == value, (run, key)
 
 
+@pytest.mark.parametrize("key, value", [
+    ("data.url", "/home/me/My Photos (2023)"),  # Hydra refused spaces and brackets unquoted
+    ("data.url", "https://example.com/set.zip?x=1&y=2"),
+    ("data.url", "~/photos"),
+    ("data.url", "/photos/it's here"),
+    ("data.url", "C:\\photos\\"),
+    ("data.url", "/photos/${HOME}"),  # OmegaConf would look up an interpolation
+    ("weights.sha256", "19637419"),  # a digest prefix of digits alone: DVC made it an int
+    ("weights.sha256", "1e234567"),  # and this one .inf
+    ("data.classes", ["crème brûlée", "hot dog"]),  # a list, not a grid
+    ("data.classes", None),
+    ("finetune.lr", 5e-05),
+    ("train.epochs", 3),
+    ("finetune.pretrained", False),
+])
+def test_dvc_sets_each_value_as_it_is(tmp_path, key, value):
+    # DVC's own code for `dvc exp run -S` (Hydra's override grammar) reads what run_args passes.
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    args = run_args("x", {key: value}, {})
+    dvc_set_params(path, [args[-1]])
+    section, name = key.split(".")
+    got = YAML(typ="safe").load(path.read_text())[section][name]
+    assert got == value and type(got) is type(value)
+
+
 def test_a_grid_runs_one_experiment_per_value_named_as_dvc_names_them():
     assert runs_of("lr", {"finetune.lr": [1e-5, 1e-4], "train.epochs": 2}) == {
         "lr-1": {"finetune.lr": 1e-5, "train.epochs": 2}, "lr-2": {"finetune.lr": 1e-4, "train.epochs": 2}}
@@ -66,7 +94,7 @@ def test_run_args_run_one_experiment_of_a_grid_in_a_temporary_copy_with_the_size
         "exp", "run", "--temp", "-n", "lr-2", "-S", "finetune.lr=5e-05", "-S", "finetune.freeze_body=false",
         "-S", "train.epochs=1"]  # no grid syntax: DVC runs a grid (-S key=a,b) only from its queue
     assert run_args("head", {"finetune.head_init": "imagenet-hotdog"}, {}) == [
-        "exp", "run", "--temp", "-n", "head", "-S", "finetune.head_init=imagenet-hotdog"]
+        "exp", "run", "--temp", "-n", "head", "-S", "finetune.head_init='imagenet-hotdog'"]
     assert parse_sets(["train.epochs=1", "finetune.head_init=imagenet-hotdog"]) == {
         "train.epochs": 1, "finetune.head_init": "imagenet-hotdog"}
     with pytest.raises(ExperimentsError, match=r"-S 'epochs': expected key=value"):
@@ -194,6 +222,56 @@ def test_no_commit_is_a_clear_error_and_the_baseline_is_the_commit():
 def hotdog_command(project: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(Path(sys.executable).parent / "hotdog"), *args], cwd=project, env=ENV,
                           capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("params, words", [
+    (None, "params.yaml not found; run from the repo root"),
+    ("seed: five\n", "params.yaml: key 'seed': Input should be a valid integer (got 'five'); correct it"),
+])
+def test_a_params_problem_is_one_line(tmp_path, monkeypatch, params, words):
+    if params is not None:
+        (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text().replace("seed: 0\n", params))
+    monkeypatch.chdir(tmp_path)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        experiments_main(["compare"])
+    assert stopped.value.code == f"error: experiments: {tmp_path / words}"  # was a ParamsError's traceback
+    assert signal.getsignal(signal.SIGTERM) is before  # the command's own handler is gone
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_kill_or_a_hangup_stops_dvc_and_its_stage_too(tmp_path, signum):
+    # dvc runs in its own session, so no signal to `hotdog experiments` reaches it: a kill, a
+    # CI cancel or a dropped SSH session once left the stage training on. A real `dvc exp run`
+    # of a one-stage project whose stage runs until stopped.
+    project, pid_file = tmp_path / "project", tmp_path / "stage.pid"
+    project.mkdir()
+    (project / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    (project / "stage.py").write_text(f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+                                      "print('stage started', flush=True)\ntime.sleep(300)\n")
+    (project / "dvc.yaml").write_text("stages:\n  slow:\n    cmd: python stage.py\n    params: [train.epochs]\n"
+                                      "    outs: [out.txt]\n")
+    (project / "set.yaml").write_text("one:\n  train.epochs: 2\n")
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "x"]):
+        sh(project, *args)
+    run = subprocess.Popen([str(Path(sys.executable).parent / "hotdog"), "experiments", "run", "--file", "set.yaml"],
+                           cwd=project, env=ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    said = []
+    for line in run.stdout:
+        said.append(line)
+        if "stage started" in line:
+            run.send_signal(signum)  # to this process alone, as `kill` or a closed terminal sends it
+            break
+    said += run.stdout.readlines()
+    assert run.wait(timeout=60) == 128 + signum, "".join(said)
+    name = signal.Signals(signum).name
+    assert said[-1].startswith(f"error: experiments: stopped by {name}; the experiments that finished are kept")
+    assert "Traceback" not in "".join(said)
+    stage = int(pid_file.read_text())
+    deadline = time.monotonic() + 10  # stop_group gave SIGTERM, then SIGKILL, and waited
+    while Path(f"/proc/{stage}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{stage}").exists(), "the stage outlived the command"
 
 
 @pytest.mark.timeout(E2E)

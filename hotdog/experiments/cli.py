@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
 from hotdog.core import events
+from hotdog.core.errors import StageError, Stopped
 from hotdog.core.params import PARAMS_FILE, read_params
 from hotdog.experiments.compare import write_comparison
 from hotdog.experiments.run import failed_message, run_set
@@ -25,6 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("compare", help="write reports/experiments.md from the experiments of the current commit")
     args = parser.parse_args(argv)
     cwd = Path.cwd()
+    # A kill, a CI cancel or a closed SSH session stops dvc and its stage too, as Ctrl-C does:
+    # dvc runs in its own session (hotdog.runner.dvc_run), which no signal to this process reaches.
+    previous = {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
         names, failed = None, {}
         if args.command == "run":
@@ -41,9 +46,18 @@ def main(argv: list[str] | None = None) -> None:
         print(f"experiments: wrote {paths.experiments_report} and {paths.experiments_figure}")
         if failed:
             raise ExperimentsError(failed_message(failed))
-    except ExperimentsError as err:
+    except StageError as err:  # the set, a params.yaml problem, a dvc command
         sys.exit(f"error: experiments: {err}")
-    except KeyboardInterrupt:  # dvc and its stage are stopped (runner.dvc_run.stream_dvc); no traceback
-        print("error: experiments: stopped by Ctrl-C; the experiments that finished are kept (`dvc exp show`), and "
-              "DVC lists the one it stopped as running until it is run again", file=sys.stderr)
-        sys.exit(130)
+    except (KeyboardInterrupt, Stopped) as err:  # dvc and its stage are stopped (runner.dvc_run.stream_dvc)
+        signum = err.signum if isinstance(err, Stopped) else signal.SIGINT
+        how = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"error: experiments: stopped by {how}; the experiments that finished are kept (`dvc exp show`), "
+              "and DVC lists the one it stopped as running until it is run again", file=sys.stderr)
+        sys.exit(128 + signum)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signum)

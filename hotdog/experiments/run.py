@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 from hotdog.core import events
 from hotdog.core.params import PARAMS_FILE, read_params
 from hotdog.experiments.compare import Failure, exp_show, experiments_of
-from hotdog.experiments.spec import ExperimentsError, check_set, dvc_value, not_applicable, runs_of
+from hotdog.experiments.spec import ExperimentsError, check_set, not_applicable, runs_of, set_param
 from hotdog.runner.dvc_run import stream_dvc
 
 # An experiment's stages can be quiet for long (a tenth of a slow epoch or evaluation on a
@@ -28,7 +28,7 @@ def run_args(name: str, values: dict[str, Any], sizes: dict[str, Any]) -> list[s
     replacing an experiment of the same name, it forces every stage to run, download included."""
     args = ["exp", "run", "--temp", "-n", name]
     for key, value in {**values, **sizes}.items():
-        args += ["-S", f"{key}={dvc_value(value)}"]
+        args += ["-S", set_param(key, value)]
     return args
 
 
