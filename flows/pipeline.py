@@ -14,10 +14,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from uuid import UUID
 
 from prefect import flow, get_client, get_run_logger, task
-from prefect.artifacts import (
-    create_progress_artifact,
-    update_progress_artifact,
-)
+from prefect.artifacts import create_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.exceptions import TerminationSignal
@@ -29,7 +26,7 @@ from hotdog.core.names import RUNS, STAGES
 from hotdog.core.overrides import apply_overrides, parse_pairs
 from hotdog.core.params import PARAMS_FILE, Params, ParamsError, read_params
 from hotdog.runner import runlock
-from hotdog.runner.artifacts import publish_artifacts
+from hotdog.runner.artifacts import publish_artifacts, update_progress
 from hotdog.runner.prefect_server import disable_server_telemetry
 from hotdog.runner.remote import PushFailed, default_remote, push_outputs
 from hotdog.runner.runlock import RepoBusy
@@ -70,8 +67,8 @@ def run_stage(stage: str, progress_id: UUID | None = None) -> bool:
     def on_event(event: events.Event) -> None:
         if isinstance(event, events.Failed):
             logger.error(event.message)
-        elif isinstance(event, events.Progress) and progress_id is not None:
-            update_progress_artifact(progress_id, round(start + width * event.done, 2))
+        elif isinstance(event, events.Progress):
+            update_progress(progress_id, start + width * event.done, logger)
 
     try:
         ran = repro(stage, project_dir(), logger.info, on_event)
@@ -85,8 +82,7 @@ def run_stage(stage: str, progress_id: UUID | None = None) -> bool:
         return Cancelled(message=f"{stage} was cancelled with its flow run; the next run resumes it")
     if not ran:
         logger.info(f"{stage}: up to date, not run (nothing it uses changed since dvc.lock)")
-    if progress_id is not None:
-        update_progress_artifact(progress_id, round(start + width, 2))  # the last one ends at 100
+    update_progress(progress_id, start + width, logger)  # the last one ends at 100
     return ran
 
 

@@ -17,7 +17,6 @@ from prefect.artifacts import (
     create_link_artifact,
     create_progress_artifact,
     create_table_artifact,
-    update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
@@ -27,6 +26,7 @@ from hotdog.core.errors import StageError
 from hotdog.core.names import RUNS
 from hotdog.core.params import PARAMS_FILE, read_params
 from hotdog.core.schema import SCORED, write_table
+from hotdog.runner.artifacts import update_progress
 from hotdog.runner.prefect_server import disable_server_telemetry
 from hotdog.serving import predict, sources
 
@@ -52,7 +52,7 @@ def score(inputs: list[str], model: str, device: str, precision: str, batch_size
     def on_batch(n: int) -> None:
         nonlocal done
         done += n
-        update_progress_artifact(progress, round(100 * done / len(items), 2))
+        update_progress(progress, 100 * done / len(items), logger)
 
     answers = list(predict.score(models, items, *runtime, batch_size, on_batch))
     for a in answers:

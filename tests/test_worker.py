@@ -167,3 +167,30 @@ def test_ctrl_c_stops_make_ui_and_the_server_it_started(tmp_path):
             stop(process, seconds=5, group=True)
         if server is not None and server.is_running():
             server.kill()
+
+
+@pytest.mark.filterwarnings("ignore:Artifact creation outside of a flow:FutureWarning")  # the test makes its own
+def test_a_failed_progress_update_is_one_warning_and_the_run_goes_on(prefect_api, caplog):
+    # The pipeline flow updates its progress bar on every Progress event, a tenth of an epoch
+    # apart, from inside dvc's output loop: an API error there stopped dvc and the training.
+    # Against the real server: an update that works, then one the API refuses (no such artifact).
+    import logging
+    from uuid import uuid4
+
+    from prefect.artifacts import create_progress_artifact
+
+    from hotdog.runner.artifacts import update_progress
+
+    api, _ = prefect_api
+    logger = logging.getLogger("hotdog-test-progress")
+    with temporary_settings(updates={PREFECT_API_URL: api}), caplog.at_level(logging.WARNING, logger.name):
+        bar = create_progress_artifact(0.0, key="hotdog-test-progress")
+        update_progress(bar, 42.123, logger)
+        with get_client(sync_client=True) as client:
+            assert client.read_artifacts()[0].data == 42.12  # the bar moved
+        gone = uuid4()
+        for percent in (10.0, 20.0, 30.0):
+            update_progress(gone, percent, logger)  # no exception
+    warnings = [r.getMessage() for r in caplog.records if r.name == logger.name]
+    assert len(warnings) == 1 and warnings[0].startswith("the progress bar could not be updated (")
+    assert warnings[0].endswith("the run goes on, and the bar may stand still")

@@ -5,10 +5,12 @@ report's images load from there and each figure is an image artifact too. Call i
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
 from pathlib import Path
 from typing import Mapping
+from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.artifacts import (
@@ -16,6 +18,7 @@ from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
     create_table_artifact,
+    update_progress_artifact,
 )
 
 from hotdog.core.params import PARAMS_FILE, read_params
@@ -45,17 +48,39 @@ def publish_artifacts(project: Path) -> None:
     report = p.report.read_text()
     create_markdown_artifact(served_links(report, urls), key="hotdog-report",
                              description=f"{p.report} (figures are in {p.figures})")
-    stream_dvc(["plots", "show", "--out", PLOTS_DIR], project, lambda line: None)
+    said: list[str] = []
+    plotted = stream_dvc(["plots", "show", "--out", PLOTS_DIR], project, said.append) == 0
     create_link_artifact(p.report.as_uri(), link_text=str(rel.report), key="hotdog-link-report",
                          description="The report (open it beside its figures/ folder)")
     plots = project / PLOTS_DIR / "index.html"
-    if plots.exists():
+    if not plotted:  # an index.html there is an earlier run's
+        get_run_logger().warning(f"`dvc plots show` failed, so no link to the plots: {' '.join(said[-3:])}")
+    elif plots.exists():
         create_link_artifact(plots.as_uri(), link_text="dvc plots show", key="hotdog-link-plots",
                              description="DVC's interactive plots of the training curves")
     served = {f: urls.get(report_path(p, f)) for f in figures}
     create_markdown_artifact("\n".join(figure_line(f, url) for f, url in served.items()),
                              key="hotdog-figures", description=f"The report's figures, in {p.figures}")
     publish_images(served, image_titles(report), p, project)
+
+
+# The progress artifacts that failed an update, each warned about once.
+_FAILED_PROGRESS: set[UUID] = set()
+
+
+def update_progress(progress_id: UUID | None, percent: float, logger: logging.Logger | logging.LoggerAdapter) -> None:
+    """Move a progress artifact to `percent`. A failed update is one warning, and the run goes
+    on: the bar is a view of the run, and a Prefect API that restarts or answers slowly for a
+    moment must not stop a training stage (a failure here stopped dvc's whole process group)."""
+    if progress_id is None:
+        return
+    try:
+        update_progress_artifact(progress_id, round(percent, 2))
+    except Exception as err:
+        if progress_id not in _FAILED_PROGRESS:
+            _FAILED_PROGRESS.add(progress_id)
+            logger.warning(f"the progress bar could not be updated ({type(err).__name__}: {err}); the run goes on, "
+                           "and the bar may stand still")
 
 
 def figure_urls(p: Paths, figures: list[Path]) -> dict[str, str]:
