@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -16,6 +17,7 @@ from servers import free_port
 from synthetic import dataset_files, write_tree, write_weights
 from torch import nn
 
+from hotdog.core.errors import StageError
 from hotdog.core.names import CLASSES
 from hotdog.data.transforms import normalize
 from hotdog.model.resnet import build_model
@@ -115,6 +117,9 @@ def test_process_count_and_shares():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert distributed.process_count("auto", cpu) == 1 and distributed.process_count(3, cpu) == 3
     assert distributed.process_count("auto", cuda) == max(1, torch.cuda.device_count())
+    too_many = torch.cuda.device_count() + 1
+    with pytest.raises(StageError, match=rf"^train.devices is {too_many}, but torch sees {too_many - 1} GPU\(s\); "):
+        distributed.process_count(too_many, cuda)
     batch = torch.arange(5)
     shares = [distributed.share(batch, distributed.Shard(r, 2)).tolist() for r in range(2)]
     assert shares == [[0, 1, 2], [3, 4]]
@@ -126,6 +131,16 @@ def test_the_finetune_stage_trains_in_two_gloo_processes(tmp_path):
     write_tree(project / "data", dataset_files({"train": 8, "test": 4}, corrupt=1))
     write_weights(project / "data/weights/resnet18.pth")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    # Before decode: each process fails to read its input, and says so in one line, in the
+    # words one process uses (it was elastic's 25-line traceback and "the error is above").
+    errors = {}
+    for devices in (1, 2):
+        write_params(project / "params.yaml", {"train.devices": devices})
+        early = subprocess.run([sys.executable, "-m", "stages.finetune"], cwd=project, env=env,
+                               capture_output=True, text=True, timeout=600)
+        assert early.returncode == 1 and len(early.stderr.strip().splitlines()) == 1, early.stderr
+        errors[devices] = early.stderr
+    assert errors[1] == errors[2] and errors[2].startswith("error: finetune: ")
     summaries = {}
     for devices in (1, 2):
         write_params(project / "params.yaml", {"train.devices": devices})
@@ -146,3 +161,72 @@ def test_the_finetune_stage_trains_in_two_gloo_processes(tmp_path):
     assert 0 <= summaries[2]["test_acc"] <= 1 and summaries[2]["loss"] > 0
     assert not (project / ".hotdog/resume").exists() or not list((project / ".hotdog/resume").iterdir())
 
+
+
+def _listening(out: str) -> None:
+    """A launched process: joins the group (as a training stage does, gloo on the CPU), then
+    rank 0 writes the address of every TCP socket that the launcher or any of its processes
+    listens on."""
+    with distributed.process_group(torch.device("cpu")) as shard:
+        distributed.all_sum([1.0], torch.device("cpu"))  # gloo has connected its pairs
+        if shard.main:
+            pids = [os.getppid(), *[int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == os.getppid()]]
+            inodes = set()
+            for pid in pids:
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):  # an fd that closed meanwhile
+                        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                        if target.startswith("socket:["):
+                            inodes.add(target[len("socket:["):-1])
+            found = []
+            for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+                for line in open(table).read().splitlines()[1:]:
+                    fields = line.split()
+                    if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                        found.append(fields[1])
+            with open(out, "w") as f:
+                json.dump(found, f)
+        distributed.all_sum([1.0], torch.device("cpu"))  # rank 1 waits until rank 0 has looked
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _hex_address(address: str) -> str:
+    """/proc/net/tcp's local address (hex, little-endian words) without its port, as text."""
+    import ipaddress
+
+    host = bytes.fromhex(address.split(":")[0])
+    words = b"".join(host[i:i + 4][::-1] for i in range(0, len(host), 4))
+    return str(ipaddress.ip_address(words))
+
+
+def test_the_processes_listen_on_loopback_alone(tmp_path):
+    # The launcher once used torch's elastic agent, whose stores listened on every interface
+    # for the whole run, open to anyone on the network. The group now meets through a file,
+    # and gloo listens on loopback.
+    out = tmp_path / "listening.json"
+    distributed.launch(2, _listening, str(out))
+    addresses = [_hex_address(a) for a in json.loads(out.read_text())]
+    assert addresses, "gloo listens for its pairs: the check must see those sockets"
+    assert all(a.startswith("127.") or a in ("::1", "::ffff:127.0.0.1") for a in addresses), addresses
+
+
+def _fails_in_rank_one() -> None:
+    if distributed.current().rank == 1:
+        raise StageError("models/x.pt: no such file; run `dvc repro decode`")
+    import time
+    time.sleep(60)  # rank 0 would wait on rank 1 in a collective: it must be ended
+
+
+def test_an_error_in_one_process_is_raised_in_its_own_words_and_ends_the_others():
+    import time
+    began = time.monotonic()
+    with pytest.raises(StageError) as err:
+        distributed.launch(2, _fails_in_rank_one)
+    assert str(err.value) == "models/x.pt: no such file; run `dvc repro decode`"
+    assert time.monotonic() - began < 45  # rank 0's minute of sleep was cut short

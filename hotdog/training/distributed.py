@@ -1,9 +1,11 @@
 """Data-parallel training over several processes (torch.distributed, DDP), as the seed's
 nn.DataParallel spreads each batch over every GPU it finds.
 
-- A training stage with train.devices > 1 starts its processes itself, through torch's
-  elastic launcher (what `torchrun` runs), one per device: NCCL on CUDA, gloo on the CPU.
-  Started by `torchrun` (several nodes), the processes exist already, and the stage joins them.
+- A training stage with train.devices > 1 starts its processes itself, one per device, with
+  torch.multiprocessing: NCCL on CUDA, gloo on the CPU. They meet through a file, and talk
+  over loopback, so nothing listens on the network (torch's elastic launcher, what `torchrun`
+  runs, opens its stores on every interface). Started by `torchrun` (several nodes), the
+  processes exist already, and the stage joins them.
 - Every process follows the same epoch plan and takes its share of each global batch of
   train.batch_size, cut as torch.tensor_split cuts it (sizes differ by at most one). A last
   batch that would give some process a single image joins the one before it
@@ -24,14 +26,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
+import sys
+import tempfile
+from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from hotdog.core.errors import StageError, Stopped
+from hotdog.core.errors import StageError
 
 
 class Shard(NamedTuple):
@@ -48,11 +52,18 @@ class Shard(NamedTuple):
 
 SINGLE = Shard()
 
+# Set by launch() in each process it starts: the file the group meets through.
+STORE_ENV = "HOTDOG_DIST_STORE"
+
 
 def process_count(devices: str | int, device: torch.device) -> int:
-    """train.devices: `auto` is every visible GPU on CUDA and 1 on the CPU; N is N."""
+    """train.devices: `auto` is every visible GPU on CUDA and 1 on the CPU; N is N (on CUDA,
+    no more than the GPUs torch sees)."""
     if devices == "auto":
         return max(1, torch.cuda.device_count()) if device.type == "cuda" else 1
+    if device.type == "cuda" and devices > torch.cuda.device_count():
+        raise StageError(f"train.devices is {devices}, but torch sees {torch.cuda.device_count()} GPU(s); set "
+                         "train.devices to auto, or to that many or fewer (CUDA_VISIBLE_DEVICES may hide some)")
     return devices
 
 
@@ -69,23 +80,84 @@ def current() -> Shard:
 
 
 def launch(processes: int, entry: Callable, *args) -> None:
-    """Run entry(*args) in `processes` processes on this machine, with torch's elastic
-    launcher (rendezvous on a free loopback port), and wait for all of them."""
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    """Run entry(*args) in `processes` processes on this machine, and wait for all of them.
 
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=f"hotdog-{uuid.uuid4().hex}",
-                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.5,
-                          start_method="spawn")
+    A StageError in any of them is raised here, in its own words, as one process would; any
+    other failure ends the others and says which process failed and how."""
+    import logging
+
+    import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import ProcessException
+
+    # Its "Terminating process ... via signal SIGTERM" lines, when one process fails and the
+    # others are ended, would only stand between the user and the error.
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="hotdog-ddp-") as tmp:
+        errors = Path(tmp, "errors")
+        errors.mkdir()
+        context = mp.start_processes(_rank, args=(processes, str(Path(tmp, "store")), str(errors), entry, args),
+                                     nprocs=processes, start_method="spawn", join=False)
+        try:
+            while not context.join():
+                pass
+        except ProcessException as err:  # join() has ended the other processes
+            said = sorted(errors.iterdir(), key=lambda f: int(f.name))
+            if said:
+                raise StageError(said[0].read_text()) from None
+            raise StageError(_failure(err, context.error_files, processes)) from None
+        finally:  # Ctrl-C, a SIGTERM or a lost run lock here: the processes go too
+            _end(context.processes)
+            for path in context.error_files:  # torch's, in the temporary folder of the system
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+
+def _failure(err: Exception, error_files: list[str], processes: int) -> str:
+    """Print each process's traceback (the first to fail may not be the first seen: the
+    others then fail too, on a closed connection), and the line that says which failed."""
+    import pickle
+
+    failed = []
+    for index, path in enumerate(error_files):
+        with contextlib.suppress(OSError, pickle.UnpicklingError, EOFError), open(path, "rb") as f:
+            trace = pickle.load(f)
+            print(f"training process {index} of {processes}: {trace.strip()}", file=sys.stderr)
+            failed.append(index)
+    if failed:
+        which = ", ".join(map(str, failed))
+        return (f"training process(es) {which} of {processes} failed (the traceback is above); fix it, or set "
+                "train.devices: 1 in params.yaml to train in one process")
+    how = f"ended by {err.signal_name}" if getattr(err, "signal_name", None) else f"failed ({err})"
+    return (f"training process {err.error_index} of {processes} {how}; fix it, or set train.devices: 1 in "
+            "params.yaml to train in one process")
+
+
+def _rank(index: int, world: int, store: str, errors: str, entry: Callable, args: tuple) -> None:
+    """One process that launch() started: its place in the group, then entry(*args). A
+    StageError's message goes to `errors`/<rank> for launch() to raise."""
+    os.environ.update(RANK=str(index), WORLD_SIZE=str(world), LOCAL_RANK=str(index), LOCAL_WORLD_SIZE=str(world))
+    os.environ[STORE_ENV] = store
+    # Loopback: gloo and NCCL otherwise take the address the host name resolves to, often
+    # the machine's LAN address, and listen there for the whole run.
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    os.environ.setdefault("NCCL_SOCKET_IFNAME", "lo")
     try:
-        elastic_launch(config, entry)(*args)
-    except SignalException as err:  # the launcher's own handler took Ctrl-C or SIGTERM
-        raise Stopped(err.sigval) from None
-    except ChildFailedError as err:
-        ranks = ", ".join(str(rank) for rank in sorted(err.failures))
-        raise StageError(f"training process(es) {ranks} of {processes} failed (the error is above); "
-                         "fix it, or set train.devices: 1 in params.yaml to train in one process") from None
+        entry(*args)
+    except StageError as err:
+        Path(errors, str(index)).write_text(str(err))
+        sys.exit(1)
+
+
+def _end(processes: list, seconds: float = 10.0) -> None:
+    """SIGTERM to each process still running, then SIGKILL to any left after `seconds`."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(seconds)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 @contextlib.contextmanager
@@ -94,7 +166,9 @@ def process_group(device: torch.device) -> Iterator[Shard]:
     shard = current()
     if device.type == "cuda":
         torch.cuda.set_device(shard.local_rank)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    store = os.environ.get(STORE_ENV)  # else torchrun's env:// variables say where to meet
+    where = dict(init_method=Path(store).as_uri(), rank=shard.rank, world_size=shard.world) if store else {}
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", **where)
     try:
         yield shard
     finally:
