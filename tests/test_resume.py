@@ -103,6 +103,23 @@ def test_a_state_from_other_params_is_never_used(decoded_project, monkeypatch, c
     assert states(decoded_project) == []
 
 
+def test_a_state_from_another_setup_is_never_used(decoded_project, monkeypatch, capsys):
+    # train.precision (or device, or devices) `auto` resolves by the machine: a state saved
+    # where it meant bf16 must not go on where it means fp32 (a GPU run that died, resumed on
+    # the CPU). The params are the same; here the resolution differs.
+    from hotdog.training import stage as training_stage
+
+    killed_after_epoch_1(decoded_project, monkeypatch, 2)
+    real = training_stage.pick_precision
+    monkeypatch.setattr(training_stage, "pick_precision",
+                        lambda name, device: "fp32" if real(name, device) == "bf16" else "bf16")
+    capsys.readouterr()
+    _training.main("finetune")
+    log = capsys.readouterr().out
+    assert "resuming" not in log and "finetune epoch 1/2: loss" in log
+    assert "removed 1 resumable state(s) saved with other params, inputs or code" in log
+
+
 def test_a_state_from_other_data_is_never_used(decoded_project, monkeypatch, capsys):
     killed_after_epoch_1(decoded_project, monkeypatch, 2)
     # Two test images fewer (one split holds at most one corrupt file): another decoded

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from hotdog.core import events
 from hotdog.core.declared import StageParams
 from hotdog.core.files import write_json
@@ -14,7 +16,7 @@ from hotdog.core.params import load_params
 from hotdog.data.augment import read_train_images
 from hotdog.data.transforms import read_eval_views
 from hotdog.model.checkpoint import load_state, save_checkpoint
-from hotdog.model.hardware import device_starting, pick_device
+from hotdog.model.hardware import device_starting, pick_device, pick_precision
 from hotdog.training import distributed
 from hotdog.training.resume import ResumeStore, Snapshot, code_files, state_key
 from hotdog.training.train import train, trained_with
@@ -24,11 +26,10 @@ def train_stage(run: str, keys: tuple[str, ...]) -> None:
     """Train and write the outputs: here, or in train.devices processes started here (each
     runs this again, as one rank), or as one rank of a group torchrun started."""
     p = load_params(*keys)
-    processes = distributed.process_count(p.train.devices, pick_device(p.train.device))
-    if distributed.launched():
+    if distributed.launched():  # train.devices is the launcher's business then
         with distributed.process_group(pick_device(p.train.device)) as shard:
             train_and_write(run, p, shard)
-    elif processes > 1:
+    elif (processes := distributed.process_count(p.train.devices, pick_device(p.train.device))) > 1:
         distributed.launch(processes, train_stage, run, keys)
     else:
         train_and_write(run, p, distributed.SINGLE)
@@ -78,7 +79,13 @@ def resumable(run: str, p: StageParams, shard: distributed.Shard, inputs: list[P
     bytes and code (hotdog.training.resume)."""
     if not p.runtime.resume:
         return None, None
-    key = state_key(run, trained_with(run, p.seed, p.train, getattr(p, run)), inputs + code_files())
+    # What the params leave open goes in too: a state from a GPU run that died must not go on
+    # on the CPU, in fp32, or in another number of processes (`auto` resolves differently).
+    device = distributed.rank_device(pick_device(p.train.device), shard)
+    setup = {"device": device.type, "precision": pick_precision(p.train.precision, device), "processes": shard.world,
+             "torch": torch.__version__}
+    key = state_key(run, {**trained_with(run, p.seed, p.train, getattr(p, run)), "setup": setup},
+                    inputs + code_files())
     store = ResumeStore(p.paths.resume_states, run, key)
     start = store.load(quiet=not shard.main)
     if start is not None and shard.main:
