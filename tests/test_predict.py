@@ -139,6 +139,25 @@ def test_predict_prints_one_line_per_image(trained):
                                               pytest.approx(want["confidence"], abs=5e-4))
 
 
+def test_a_reader_that_goes_away_stops_the_lines_not_the_file(trained, tmp_path):
+    # `hotdog predict photos/ --out answers.parquet | head -1`: the reader has gone before the
+    # first line (closed here at once). The file still gets every answer, and the exit status
+    # still says an image could not be scored; it was 0, with no file and no word.
+    folder = trained / "data/hotdog/test/hotdog"
+    (tmp_path / "notes.jpg").write_text("a text file, renamed\n")
+    out = tmp_path / "answers.parquet"
+    run = subprocess.Popen([str(HOTDOG), "predict", str(folder), str(tmp_path / "notes.jpg"), "--out", str(out),
+                            "--precision", "fp32"], cwd=trained, env=ENV, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    run.stdout.close()
+    err = run.stderr.read()
+    assert run.wait(timeout=300) == 1, err
+    assert "Traceback" not in err and "error: " in err and "notes.jpg" in err
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == len(list(folder.iterdir())) + 1
+    assert f"wrote {len(rows)} answers to {out}" in err
+
+
 def test_predict_in_an_untrained_checkout(trained, tmp_path):
     """No models/: one line saying how to get one, and nothing else."""
     shutil.copy(trained / "params.yaml", tmp_path / "params.yaml")

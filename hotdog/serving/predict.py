@@ -401,7 +401,24 @@ def print_answers(args: argparse.Namespace, models: list[Model], device: torch.d
         from tqdm import tqdm
 
         bar = tqdm(total=len(items), unit="img", desc="predict", file=sys.stderr)
-    say = bar.write if bar else lambda text, file=sys.stdout: print(text, file=file)
+    stdout_open = True
+
+    def say(text: str, file=None) -> None:
+        nonlocal stdout_open
+        file = file or sys.stdout
+        if file is sys.stdout and not stdout_open:
+            return
+        try:
+            if bar:
+                bar.write(text, file=file)
+            else:
+                print(text, file=file, flush=file is sys.stdout)
+        except BrokenPipeError:  # `hotdog predict ... | head`: the reader has all it wants
+            if file is not sys.stdout:
+                raise
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit
+            stdout_open = False
+
     answers, failed = [], set()
     for a in score(models, items, device, precision, args.batch_size, bar.update if bar else None):
         answers.append(a)
@@ -412,6 +429,8 @@ def print_answers(args: argparse.Namespace, models: list[Model], device: torch.d
             say(json.dumps(a.as_json(args.top_k)))
         elif a.error is None:
             say(line(a, args.top_k))
+        if not stdout_open and args.out is None:
+            break  # nobody reads the rest; with --out, the file still gets every answer
     if bar:
         bar.close()
     return answers
