@@ -203,6 +203,35 @@ def test_member_names_are_read_as_plain_paths(tmp_path: Path, spell) -> None:
     assert files_under(tmp_path / "images") == sorted(GOOD)
 
 
+def zip_with_raw_names(path: Path, names: dict[bytes, bytes]) -> Path:
+    """A zip whose member names are these bytes, without the UTF-8 flag, as Info-ZIP's `zip`
+    on Linux writes them (Python's zipfile flags any name it cannot write as ASCII): each is
+    written under an ASCII stand-in of the same length, then its bytes are put in place."""
+    stand_ins = {raw: chr(ord("A") + i).encode() * len(raw) for i, raw in enumerate(names)}
+    make_zip(path, {stand_ins[raw].decode(): data for raw, data in names.items()})
+    data = path.read_bytes()
+    for raw, stand_in in stand_ins.items():
+        assert data.count(stand_in) == 2  # the local header and the central directory
+        data = data.replace(stand_in, raw)
+    path.write_bytes(data)
+    return path
+
+
+def test_utf8_names_without_the_zips_flag_are_read_as_utf8(tmp_path: Path) -> None:
+    # `zip -r photos.zip photos` on Linux: the class "grüne Äpfel" came out as "gr├╝ne ├äpfel"
+    # (cp437, the format's default) in every output, the model and its answers.
+    members = {f"{cls}/{i}.png".encode(): b"png" for cls in ("grüne Äpfel", "crème brûlée", "red") for i in range(2)}
+    # A name of an old DOS/Windows tool, truly cp437 ("ü" is one byte, 0x81): no valid UTF-8.
+    members["müsli/0.png".encode("cp437")] = members["müsli/1.png".encode("cp437")] = b"png"
+    archive = zip_with_raw_names(tmp_path / "photos.zip", members)
+    with zipfile.ZipFile(archive) as z:
+        assert not any(i.flag_bits & 0x800 for i in z.infolist())
+        assert "gr├╝ne ├äpfel/0.png" in z.namelist()  # what zipfile itself reads
+    layout = extract(archive, tmp_path / "images", LIMIT)
+    assert layout.classes == ("crème brûlée", "grüne Äpfel", "müsli", "red")
+    assert "grüne Äpfel/1.png" in files_under(tmp_path / "images")
+
+
 @pytest.mark.parametrize("members, line", [
     # Read as given they were two files; read as plain paths they are one, and which to take
     # is a guess.

@@ -68,6 +68,19 @@ def kind_of_archive(path: Path) -> str:
     raise StageError(f"{path}: neither a zip nor a tar archive; check data.url and data.sha1 in params.yaml")
 
 
+def zip_name(info: zipfile.ZipInfo) -> str:
+    """A zip member's name. Without the zip's UTF-8 flag, zipfile reads a name as cp437, as the
+    format says; but Info-ZIP's `zip` on Linux (and macOS's tools) write UTF-8 without the
+    flag, so "grüne Äpfel/1.jpg" came out as "gr├╝ne ├äpfel/1.jpg". Such a name is taken as
+    UTF-8 when its bytes are valid UTF-8, which a real cp437 name outside ASCII rarely is."""
+    if info.flag_bits & 0x800:
+        return info.filename
+    try:
+        return info.filename.encode("cp437").decode("utf-8")
+    except UnicodeError:
+        return info.filename
+
+
 @contextmanager
 def opened(path: Path, kind: str) -> Iterator[tuple[list[Member], Callable[..., IO[bytes]]]]:
     """(every member in archive order, a way to read one from its `info`) of a zip or a tar.
@@ -76,7 +89,7 @@ def opened(path: Path, kind: str) -> Iterator[tuple[list[Member], Callable[..., 
     if kind == "zip":
         with zipfile.ZipFile(path) as archive:
             # A zip made on Unix may hold a symbolic link: a member whose mode says so.
-            yield [Member(i.filename, i.file_size, i.is_dir(), i, not stat.S_ISLNK(i.external_attr >> 16))
+            yield [Member(zip_name(i), i.file_size, i.is_dir(), i, not stat.S_ISLNK(i.external_attr >> 16))
                    for i in archive.infolist()], archive.open
         return
     with tarfile.open(path, "r:*") as archive:
