@@ -9,6 +9,7 @@ import json
 import math
 import platform
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -204,28 +205,76 @@ def _repo(root: Path) -> str:
 
 
 def test_git_state_outside_a_repository(tmp_path):
-    assert card.git_state(tmp_path) == (None, None, "not a git repository")
+    assert card.git_state(tmp_path) == (None, None, "not a git repository", (), ())
     sh(tmp_path, "git", "init", "-q")
-    assert card.git_state(tmp_path) == (None, None, "a git repository with no commit yet")
+    assert card.git_state(tmp_path) == (None, None, "a git repository with no commit yet", (), ())
 
 
 def test_git_state_commit_and_changes_besides_the_outputs(tmp_path):
     (tmp_path / "metrics").mkdir()
     (tmp_path / "sub").mkdir()
-    for name in ("params.yaml", "dvc.lock", "metrics/evaluate.json", "sub/.gitignore", "stage.py"):
+    for name in ("dvc.lock", "metrics/evaluate.json", "sub/.gitignore", "stage.py"):
         (tmp_path / name).write_text("one\n")
+    (tmp_path / "params.yaml").write_text("seed: 0\ntrain:\n  epochs: 5\n  device: auto\n")
     commit = _repo(tmp_path)
     assert re.fullmatch(r"[0-9a-f]{40}", commit)
-    assert card.git_state(tmp_path, [Path("metrics")]) == (commit, False, "")
+    assert card.git_state(tmp_path, [Path("metrics")]) == (commit, False, "", (), ())
     # What a running `dvc repro` rewrites, and new files, are no change to the code and params.
     for name in ("dvc.lock", "metrics/evaluate.json", "sub/.gitignore", "new.txt"):
         (tmp_path / name).write_text("two\n")
-    assert card.git_state(tmp_path, [Path("metrics")]) == (commit, False, "")
-    assert card.git_state(tmp_path) == (commit, True, "")  # metrics/ not left out this time
+    assert card.git_state(tmp_path, [Path("metrics")]) == (commit, False, "", (), ())
+    assert card.git_state(tmp_path)[:4] == (commit, True, "", ("metrics/evaluate.json",))  # not left out this time
+    # A param changed, as `dvc exp run -S` or an edit before `dvc repro` leaves it: named, with its values.
+    (tmp_path / "params.yaml").write_text("seed: 0\ntrain:\n  epochs: 2\n  device: auto\n  new: x\n")
+    assert card.git_state(tmp_path, [Path("metrics")]) == (
+        commit, True, "", ("params.yaml",), (("train.epochs", 5, 2), ("train.new", card.ABSENT, "x")))
     (tmp_path / "stage.py").write_text("two\n")
-    assert card.git_state(tmp_path, [Path("metrics")]) == (commit, True, "")
+    assert card.git_state(tmp_path, [Path("metrics")]).changed == ("params.yaml", "stage.py")
     sh(tmp_path, "git", "add", "stage.py")  # staged but not committed is still a change
-    assert card.git_state(tmp_path, [Path("metrics")]) == (commit, True, "")
+    assert card.git_state(tmp_path, [Path("metrics")])[:4] == (commit, True, "", ("params.yaml", "stage.py"))
+
+
+def test_the_card_names_uncommitted_changes_and_how_to_rebuild_that_run(tmp_path):
+    # The usual order: edit params, `dvc repro`, `git commit`. The card was written before the
+    # commit, so it names the one before; it said "commit them and run `dvc repro` again", which
+    # re-runs nothing, and its `git checkout` gave other params.
+    root = pipeline(tmp_path)
+    values = card.GitState(GIT.commit, True, "", ("params.yaml",),
+                           (("data.url", "http://x/a.zip", "/home/me/my photos"), ("train.epochs", 5, 2),
+                            ("scratch.lr", 0.1, 0.001)))
+    text = render(root, None, values)
+    assert (f"- Commit: `{GIT.commit}`, and this run had uncommitted changes to tracked files (the pipeline's outputs, "
+            "dvc.lock and .gitignore files aside): `params.yaml` (`data.url` http://x/a.zip → /home/me/my photos; "
+            "`train.epochs` 5 → 2; `scratch.lr` 0.1 → 0.001). To have this card name a commit that holds them, "
+            "commit them, then `dvc repro --force --single-item report` writes it again") in text
+    block = text[text.index("```sh"):text.index("```", text.index("```sh") + 5)]
+    assert block.splitlines()[2:] == [f"git checkout {GIT.commit}",
+                                      "dvc exp run -S \"data.url='/home/me/my photos'\" -S train.epochs=2 "
+                                      "-S scratch.lr=0.001"]
+    assert "`dvc exp run` downloads the data" in text and "does not give this run" not in text
+
+    code = values._replace(changed=("hotdog/training/train.py", "params.yaml"))
+    text = render(root, None, code)
+    assert "`hotdog/training/train.py`, `params.yaml` (`data.url`" in text
+    assert "The commit alone does not give this run: it ran with the changes above." in text
+    assert f"git checkout {GIT.commit}\ndvc repro\n```" in text
+
+
+def test_the_reproduce_command_sets_what_dvc_reads_back(tmp_path):
+    # The card's `dvc exp run -S` words, read by DVC's own parser for -S, give the run's values.
+    from dvc.utils.hydra import apply_overrides as dvc_set_params
+
+    root = pipeline(tmp_path)
+    changes = (("data.url", "http://x/a.zip", "/home/me/it's (2023)/${HOME}"), ("data.sha1", "a" * 40, None),
+               ("train.epochs", 5, 2), ("weights.sha256", "ab", "19637419"))
+    text = render(root, None, card.GitState(GIT.commit, True, "", ("params.yaml",), changes))
+    command = next(line for line in text.splitlines() if line.startswith("dvc exp run "))
+    words = shlex.split(command)
+    (tmp_path / "p.yaml").write_text("data:\n  url: x\n  sha1: y\ntrain:\n  epochs: 1\nweights:\n  sha256: z\n")
+    dvc_set_params(tmp_path / "p.yaml", [w for flag, w in zip(words, words[1:]) if flag == "-S"])
+    got = YAML(typ="safe").load((tmp_path / "p.yaml").read_text())
+    assert (got["data"]["url"], got["data"]["sha1"], got["train"]["epochs"], got["weights"]["sha256"]) == (
+        "/home/me/it's (2023)/${HOME}", None, 2, "19637419")
 
 
 def test_environment_names_the_versions_without_machine_details():
@@ -430,7 +479,9 @@ def test_stage_writes_the_same_card_twice_in_a_git_repo(tmp_path, monkeypatch):
     assert report_stage.model_card(load_params().paths) in report_stage.outputs(load_params().paths)
     (root / "params.yaml").write_text((root / "params.yaml").read_text() + "\n# edited\n")
     report_stage.main()
-    assert "aside): yes, so this card may not match the commit" in (root / "reports/model_card.md").read_text()
+    edited = (root / "reports/model_card.md").read_text()
+    assert "aside): `params.yaml` (no value changed). To have this card name a commit" in edited
+    assert f"git checkout {commit}\ndvc repro\n```" in edited and "does not give this run" not in edited
 
 
 def test_stage_in_a_subprocess_writes_the_card_beside_the_report(tmp_path):

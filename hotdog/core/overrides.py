@@ -3,6 +3,7 @@ file's comments and key order; every change is validated before anything is writ
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,6 +29,29 @@ def parse_pairs(pairs: Sequence[str], flag: str) -> dict[str, Any]:
             raise ParamsError(f"{flag} {pair!r}: the value is not valid YAML ({problem}); quote a string, e.g. "
                               f"{flag} '{key}=\"{value}\"'") from None
     return out
+
+
+def set_param(key: str, value: Any) -> str:
+    """`key=value` for `dvc exp run -S`, which reads Hydra's override grammar: a string is
+    quoted, so that DVC takes it as it is (a path with spaces, brackets or `~`, a URL with
+    `?` and `&`, a SHA-256 prefix of digits alone, which it would make a number), and a list
+    is a list, not a grid."""
+    return f"{key}={_hydra(value)}"
+
+
+def _hydra(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(_hydra(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    # Hydra's quoted strings: backslashes are doubled only before a quote or at the end, a
+    # quote is \', and ${ would be OmegaConf's interpolation unless it is \${.
+    text = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, str(value))
+    return "'" + text.replace("'", "\\'").replace("${", "\\${") + "'"
 
 
 def apply_overrides(overrides: dict[str, Any], path: Path = PARAMS_FILE) -> dict[str, tuple[Any, Any]]:

@@ -10,6 +10,8 @@ import importlib.metadata
 import json
 import math
 import platform
+import re
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
@@ -21,6 +23,7 @@ from ruamel.yaml.error import YAMLError
 from hotdog.core.errors import StageError
 from hotdog.core.markdown import table
 from hotdog.core.names import RUNS, SPLITS
+from hotdog.core.overrides import set_param
 from hotdog.core.params import RunParams, TrainParams, WeightsParams
 from hotdog.core.paths import Paths
 from hotdog.data.layout import FOLDERS, HELD_OUT, SPLIT, class_list
@@ -164,11 +167,14 @@ def recorded(digests: dict[str, str] | None, path: Path) -> str:
 
 
 class GitState(NamedTuple):
-    """The commit the run came from, or why there is none."""
+    """The commit the run came from, or why there is none, and what differed from it."""
 
     commit: str | None
     dirty: bool | None  # tracked files differ from it (outputs and DVC's records aside); None: unknown
     note: str  # why there is no commit, when there is none
+    changed: tuple[str, ...] = ()  # those files, relative to the project
+    # params.yaml's values that differ from the commit's: (dotted key, the commit's, this run's)
+    params: tuple[tuple[str, Any, Any], ...] = ()
 
 
 def _git(project: Path, *args: str) -> subprocess.CompletedProcess | None:
@@ -179,9 +185,10 @@ def _git(project: Path, *args: str) -> subprocess.CompletedProcess | None:
 
 
 def git_state(project: Path, outputs: Sequence[Path | str] = ()) -> GitState:
-    """HEAD of the repository holding `project`, and whether its tracked files under
+    """HEAD of the repository holding `project`, and which of its tracked files under
     `project` differ from it, leaving out `outputs`, dvc.lock and .gitignore files: a running
-    `dvc repro` rewrites those, so they say nothing about the code and params that ran."""
+    `dvc repro` rewrites those, so they say nothing about the code and params that ran. For
+    params.yaml, the values that differ."""
     found = _git(project, "rev-parse", "--git-dir")
     if found is None:
         return GitState(None, None, "git could not be run")
@@ -190,11 +197,50 @@ def git_state(project: Path, outputs: Sequence[Path | str] = ()) -> GitState:
     head = _git(project, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
     if head is None or head.returncode:
         return GitState(None, None, "a git repository with no commit yet")
+    commit = head.stdout.strip()
     leave_out = [f":(exclude){Path(p).as_posix()}" for p in (LOCK_FILE, *outputs)] + [":(exclude,glob)**/.gitignore"]
     # --no-optional-locks: only look; a stage must not touch the index.
-    diff = _git(project, "--no-optional-locks", "diff", "--quiet", "HEAD", "--", ".", *leave_out)
-    dirty = None if diff is None else {0: False, 1: True}.get(diff.returncode)
-    return GitState(head.stdout.strip(), dirty, "")
+    diff = _git(project, "--no-optional-locks", "diff", "--name-only", "--relative", "HEAD", "--", ".", *leave_out)
+    if diff is None or diff.returncode:
+        return GitState(commit, None, "")
+    changed = tuple(diff.stdout.splitlines())
+    params = _params_changes(project) if PARAMS_NAME in changed else ()
+    return GitState(commit, bool(changed), "", changed, params)
+
+
+PARAMS_NAME = "params.yaml"
+
+
+def _params_changes(project: Path) -> tuple[tuple[str, Any, Any], ...]:
+    """(key, the commit's value, the file's) for each params.yaml value that differs."""
+    committed = _git(project, "show", f"HEAD:./{PARAMS_NAME}")
+    try:
+        old = _flat(YAML(typ="safe", pure=True).load(committed.stdout)) if committed and not committed.returncode else {}
+        new = _flat(YAML(typ="safe", pure=True).load((project / PARAMS_NAME).read_text()))
+    except (OSError, YAMLError):
+        return ()
+    return tuple((k, old.get(k, ABSENT), new.get(k, ABSENT)) for k in sorted(old.keys() | new.keys())
+                 if old.get(k, ABSENT) != new.get(k, ABSENT))
+
+
+class _Absent:
+    """A key one side of a params change lacks."""
+
+    def __repr__(self) -> str:
+        return "absent"
+
+
+ABSENT = _Absent()
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A params mapping as dotted keys: {"train": {"epochs": 5}} -> {"train.epochs": 5}."""
+    if not isinstance(node, dict):
+        return {prefix: node} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_flat(value, f"{prefix}{key}."))
+    return {k.removesuffix("."): v for k, v in out.items()}
 
 
 def environment() -> dict[str, str]:
@@ -471,24 +517,76 @@ def _limits_section(scores: dict[str, Scores], evidence: Evidence, recipe: Recip
             f"- How the images were gathered: {_gathered(recipe, d2l)}", ""]
 
 
+def _scalar(value: Any) -> str:
+    """A params value as params.yaml writes it: null, true, 0.001, [a, b]."""
+    if value is None:
+        return "null"
+    if value is ABSENT:
+        return "(absent)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_scalar(v) for v in value) + "]"
+    return str(value)
+
+
+def _changes_text(git: GitState) -> str:
+    """The uncommitted changes, named: files, and params.yaml's values (at most MAX_NAMED of each)."""
+    named = []
+    for name in git.changed[:MAX_NAMED]:
+        if name == PARAMS_NAME:
+            values = "; ".join(f"`{k}` {_scalar(old)} → {_scalar(new)}" for k, old, new in git.params[:MAX_NAMED])
+            more = f"; and {len(git.params) - MAX_NAMED} more" if len(git.params) > MAX_NAMED else ""
+            named.append(f"`{name}` ({values or 'no value changed'}{more})")
+        else:
+            named.append(f"`{name}`")
+    more = f", and {len(git.changed) - MAX_NAMED} more file(s)" if len(git.changed) > MAX_NAMED else ""
+    return ", ".join(named) + more
+
+
+MAX_NAMED = 6
+
+
+def _shell_word(text: str) -> str:
+    """`text` as one word for a POSIX shell, quoted only as much as it needs to be."""
+    if re.fullmatch(r"[\w.=,:/+@%-]+", text):
+        return text
+    if not any(c in text for c in '"$`\\!'):
+        return f'"{text}"'
+    return shlex.quote(text)
+
+
 def _reproduce_section(git: GitState, env: dict[str, str], data_url: str, folder: bool) -> list[str]:
+    run, caveat = ["dvc repro"], []
     if git.commit is None:
-        said, commit = f"- Commit: not recorded ({git.note}).", "<commit>"
+        said = f"- Commit: not recorded ({git.note})."
+    elif git.dirty is None:
+        said = f"- Commit: `{git.commit}`; whether tracked files differed from it could not be checked."
+    elif not git.dirty:
+        said = (f"- Commit: `{git.commit}`. Uncommitted changes to tracked files (the pipeline's outputs, dvc.lock "
+                "and .gitignore files aside): none.")
     else:
-        changes = {False: "none", True: "yes, so this card may not match the commit; commit them and run "
-                                         "`dvc repro` again", None: "could not be checked"}[git.dirty]
-        said, commit = (f"- Commit: `{git.commit}`. Uncommitted changes to tracked files (the pipeline's "
-                        f"outputs, dvc.lock and .gitignore files aside): {changes}."), git.commit
+        said = (f"- Commit: `{git.commit}`, and this run had uncommitted changes to tracked files (the pipeline's "
+                f"outputs, dvc.lock and .gitignore files aside): {_changes_text(git)}. To have this card name a "
+                "commit that holds them, commit them, then `dvc repro --force --single-item report` writes it again "
+                "(`dvc repro` alone re-runs nothing, as nothing it uses changed).")
+        values_only = git.changed == (PARAMS_NAME,) and all(ABSENT not in pair for _, *pair in git.params)
+        if values_only and git.params:
+            # The changes are values alone: the commands below set them, so they give this run.
+            run = ["dvc exp run " + " ".join(f"-S {_shell_word(set_param(k, new))}" for k, _, new in git.params)]
+        elif not values_only:
+            caveat = ["The commit alone does not give this run: it ran with the changes above.", ""]
+    commit = git.commit or "<commit>"
     packages = ", ".join(f"{name} {env[name]}" for name in PACKAGES if name in env)
     fetched = (f"packs the photos in `{data_url}` (data.url) again, which must hold the same ones on that machine, "
                "and downloads the weights again and checks their digest" if folder else
                "downloads the data and the weights again and checks their digests")
     return ["## How to reproduce", "", said, "",
-            "```sh", "git clone <this repository> hotdog && cd hotdog", f"git checkout {commit}", "dvc repro", "```",
-            "",
-            f"`dvc repro` {fetched}, then trains both models with the same seed and writes this card again. "
-            "Training is seeded and asks for deterministic kernels; another device, precision or package version "
-            "may move the figures slightly.", "",
+            "```sh", "git clone <this repository> hotdog && cd hotdog", f"git checkout {commit}", *run, "```", "",
+            *caveat,
+            f"`{run[0].split(' -S')[0]}` {fetched}, then trains both models with the same seed and writes this card "
+            "again. Training is seeded and asks for deterministic kernels; another device, precision or package "
+            "version may move the figures slightly.", "",
             f"Environment that wrote this card: Python {env.get('python', NONE)} on {env.get('platform', NONE)}; "
             f"{packages}.", ""]
 

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from hotdog.core import events
+from hotdog.core.overrides import set_param
 from hotdog.core.params import PARAMS_FILE, read_params
 from hotdog.experiments.compare import Failure, exp_show, experiments_of
-from hotdog.experiments.spec import ExperimentsError, check_set, not_applicable, runs_of, set_param
+from hotdog.experiments.spec import ExperimentsError, check_set, not_applicable, runs_of
 from hotdog.runner.dvc_run import stream_dvc
 
 # An experiment's stages can be quiet for long (a tenth of a slow epoch or evaluation on a
