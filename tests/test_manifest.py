@@ -99,6 +99,44 @@ def test_too_many_rejects_fail_and_write_nothing(tiny_project):
         run_manifest()
 
 
+def test_a_class_with_no_usable_image_in_a_split_names_its_rejects(tmp_path):
+    # rejects.csv is written only when the stage passes: the error itself names what was left out.
+    for s, split in enumerate(("train", "test")):
+        for c, cls in enumerate(("cat", "dog")):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (8, 8), (i, s, c)).save(tmp_path / split / cls / f"{i}.png")
+    for i in range(2):
+        (tmp_path / f"test/dog/{i}.png").write_bytes(b"not a picture")
+    with pytest.raises(StageError, match=r"^split 'test' has no usable 'dog' image: all 2 could not be used: "
+                                         r"test/dog/0.png \(not an image Pillow can read \(UnidentifiedImageError\)\); "
+                                         r"test/dog/1.png \(.*\); replace them$"):
+        scan(tmp_path, None, 0.2, 1.0, workers=1)
+    # A class whose train images are all copies of test images: each named, as a copy.
+    for i in range(2):
+        Image.new("RGB", (8, 8), (i, 1, 1)).save(tmp_path / f"test/dog/{i}.png")
+        shutil.copy(tmp_path / f"test/cat/{i}.png", tmp_path / f"train/cat/{i}.png")
+    with pytest.raises(StageError, match=r"^split 'train' has no usable 'cat' image: all 2 could not be used: "
+                                         r"train/cat/0.png \(identical to test/cat/0.png \(same SHA-1\), which is in "
+                                         r"test\); train/cat/1.png"):
+        scan(tmp_path, None, 0.2, 1.0, workers=1)
+
+
+def test_a_class_left_out_of_a_split_names_its_images_that_could_not_be_used(tmp_path):
+    # Class folders alone: the class's one image that would have gone to test is unreadable,
+    # which "raise data.test_fraction" alone did not tell.
+    for cls, n in (("cat", 30), ("dog", 1)):
+        (tmp_path / cls).mkdir()
+        for i in range(n):
+            Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / cls / f"{i}.png")
+    (tmp_path / "dog/broken.png").write_bytes(b"not a picture")
+    with pytest.raises(StageError, match=r"^class 'dog' has 1 usable image\(s\) \(and 1 that could not be used: "
+                                         r"dog/broken.png \(not an image Pillow can read .*\)\), and "
+                                         r"data.test_fraction=0.5 leaves none of them in (test|train); add other images "
+                                         r"of it \(identical files always land together\), or replace those, or"):
+        scan(tmp_path, None, 0.5, 1.0, workers=1)
+
+
 def test_a_reject_reads_the_same_every_run(tmp_path):
     # rejects.csv is a DVC output: Pillow's own message for a file it cannot identify names
     # its BytesIO by memory address, which would change the file, and so re-run everything

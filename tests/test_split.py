@@ -95,7 +95,7 @@ def test_data_classes_pins_the_order_and_picks_a_subset(tmp_path):
 
 def test_a_split_that_leaves_a_class_out_of_test_is_one_line(tmp_path):
     root = folders(tmp_path, per_class=20)
-    with pytest.raises(StageError, match=r"^class '\d' has 20 image\(s\), and data.test_fraction=0.01 leaves none of "
+    with pytest.raises(StageError, match=r"^class '\d' has 20 usable image\(s\), and data.test_fraction=0.01 leaves none of "
                                          r"them in test; add other images of it \(identical files always land together\), or raise "
                                          r"data.test_fraction in params.yaml$"):
         scan(root, None, 0.01, 0.0, workers=1)

@@ -154,7 +154,14 @@ def check_split(split: str, table: pa.Table, rejects: list[dict], classes: Seque
     counts = set(table.column("label").to_pylist())
     for label, name in enumerate(classes):
         if label not in counts:
-            raise StageError(f"split '{split}' has no usable '{name}' image; check the data")
+            # rejects.csv is written only when the stage passes: the error names them itself.
+            theirs = [f"{r['path']} ({r['reason']})" for r in rejects if r.get("class_name") == name]
+            if not theirs:
+                raise StageError(f"split '{split}' has no '{name}' image; add some, or leave the class out of "
+                                 "data.classes in params.yaml")
+            more = f"; and {len(theirs) - SHOWN} more" if len(theirs) > SHOWN else ""
+            raise StageError(f"split '{split}' has no usable '{name}' image: all {len(theirs)} could not be used: "
+                             f"{'; '.join(theirs[:SHOWN])}{more}; replace them")
 
 
 def summarize(classes: Sequence[str], kind: str, test_fraction: float, tables: dict[str, pa.Table],
@@ -201,17 +208,19 @@ def scan(root: Path, wanted: Sequence[str] | None, test_fraction: float, max_rej
     rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
     rejects: dict[str, list[dict]] = {split: [] for split in SPLITS}
     for item, probe in zip(items, probes):
-        if probe.row is None:
-            rejects[item.split].append({"path": item.rel, "reason": probe.reason})
+        if probe.row is None:  # class_name is for the errors; rejects.csv has split, path, reason
+            rejects[item.split].append({"path": item.rel, "reason": probe.reason, "class_name": item.class_name})
         elif item.split == "train" and probe.sha1 in in_test:
-            rejects["train"].append({"path": item.rel, "duplicate": True,
+            rejects["train"].append({"path": item.rel, "duplicate": True, "class_name": item.class_name,
                                      "reason": f"identical to {in_test[probe.sha1]} (same SHA-1), which is in test"})
         else:
             rows[item.split].append(probe.row)
     tables = {split: with_classes(pa.Table.from_pylist(rows[split], schema=MANIFEST), classes) for split in SPLITS}
     if kind == FOLDERS:
         check_covered({split: {c: sum(r["class_name"] == c for r in rows[split]) for c in classes}
-                       for split in SPLITS}, test_fraction)
+                       for split in SPLITS}, test_fraction,
+                      {c: [f"{r['path']} ({r['reason']})" for s in SPLITS for r in rejects[s]
+                           if r.get("class_name") == c] for c in classes})
     for split in SPLITS:
         check_split(split, tables[split], rejects[split], classes, max_reject_fraction)
     sha1s = [p.sha1 for p in probes if p.row]

@@ -25,14 +25,19 @@ def split_of(sha1: str, test_fraction: float) -> str:
     return "test" if draw(sha1) < test_fraction else "train"
 
 
-def check_covered(counts: dict[str, dict[str, int]], test_fraction: float) -> None:
-    """Each class must have an image in both splits: {split: {class: images}}; one line naming
-    the first class the split leaves out of one."""
+def check_covered(counts: dict[str, dict[str, int]], test_fraction: float,
+                  rejected: dict[str, list[str]] | None = None) -> None:
+    """Each class must have an image in both splits: {split: {class: usable images}}; one
+    line naming the first class the split leaves out of one, and (from `rejected`: {class:
+    "path (reason)" of each image that could not be used}) what of it was left out."""
     for cls in sorted(counts["train"].keys() | counts["test"].keys()):  # the same class named on every run
         train, test = counts["train"].get(cls, 0), counts["test"].get(cls, 0)
         if not test or not train:
             side = "test" if not test else "train"
-            raise StageError(f"class '{cls}' has {train + test} image(s), and data.test_fraction={test_fraction} "
-                             f"leaves none of them in {side}; add other images of it (identical files always land "
-                             f"together), or {'raise' if side == 'test' else 'lower'} data.test_fraction in "
-                             "params.yaml")
+            bad = (rejected or {}).get(cls, [])
+            unusable = (f" (and {len(bad)} that could not be used: {'; '.join(bad[:3])}"
+                        f"{f'; and {len(bad) - 3} more' if len(bad) > 3 else ''})") if bad else ""
+            raise StageError(f"class '{cls}' has {train + test} usable image(s){unusable}, and data.test_fraction="
+                             f"{test_fraction} leaves none of them in {side}; add other images of it (identical files "
+                             f"always land together){', or replace those' if bad else ''}, or "
+                             f"{'raise' if side == 'test' else 'lower'} data.test_fraction in params.yaml")
