@@ -120,6 +120,34 @@ def test_an_empty_class_folder_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "images").exists()
 
 
+@pytest.mark.parametrize("source", ["folder", "zip"])
+def test_a_class_folder_with_nothing_in_it_is_refused_unless_data_classes_leaves_it_out(tmp_path: Path, source) -> None:
+    # It dropped out of the classes without a word; with data.classes naming it, the error
+    # said it was "no class folder". torchvision's ImageFolder refuses one too.
+    members = {f"photos/{cls}/{i}.png": b"png" for cls in ("cat", "dog") for i in range(2)}
+    if source == "folder":
+        write_tree(tmp_path / "data", members)
+        (tmp_path / "data/photos/empty/.thumbnails").mkdir(parents=True)  # junk is no content
+        (tmp_path / "data/photos/cat/indoor").mkdir()  # an empty folder inside a class is no class
+        where = tmp_path / "data"
+
+        def run(classes):
+            return pack(where, tmp_path / "packed.zip", LIMIT, classes)
+    else:
+        where = make_zip(tmp_path / "photos.zip", {"photos/": b"", "photos/empty/": b"", "photos/cat/indoor/": b"",
+                                                   **members})
+
+        def run(classes):
+            return extract(where, tmp_path / "images", LIMIT, classes)
+    with pytest.raises(StageError, match=rf"^{where}: class folder 'photos/empty' is empty; add its images, or "
+                                         r"remove it$"):
+        run(None)
+    with pytest.raises(StageError, match=r"class folder 'photos/empty' is empty; .* \(or leave it out of "
+                                         r"data.classes in params.yaml\)$"):
+        run(["cat", "empty", "dog"])
+    run(["cat", "dog"])  # the empty one is not asked for
+
+
 def test_a_top_folder_becomes_the_images_folder(tmp_path: Path) -> None:
     members = {f"hotdog/{name}": data for name, data in GOOD.items()}
     junk = {"__MACOSX/hotdog/train/._0.png": b"x", "hotdog/train/hotdog/.DS_Store": b"x"}

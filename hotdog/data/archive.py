@@ -19,7 +19,7 @@ from typing import IO, Callable, Iterator, NamedTuple, Sequence
 
 from hotdog.core.errors import StageError
 from hotdog.core.files import atomic_path, size_text
-from hotdog.data.layout import Layout, class_list, detect, is_image_name, select
+from hotdog.data.layout import Layout, check_no_empty_folders, class_list, detect, is_image_name, select
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # What a damaged archive raises while it is read: zipfile's and tarfile's own errors, those of
@@ -167,6 +167,8 @@ def extract(archive_path: Path, dest: Path, max_bytes: int, classes: Sequence[st
             members = safe_members(members, archive_path)  # before anything is written
             files = {m.name: m for m in members if not m.is_dir}
             layout = detect(list(files), str(archive_path))
+            check_no_empty_folders(layout, [m.name.rstrip("/") for m in members if m.is_dir], list(files), classes,
+                                   str(archive_path))
             chosen = select(layout.classes, classes, str(archive_path))
             wanted = {layout.prefix + name for cls in chosen for name in layout.files[cls]}
             # In archive order, so that a tar reads forwards; a folder of the same name as an

@@ -302,6 +302,26 @@ def check_classes(layout: Layout, where: str) -> None:
                              "remove the folder")
 
 
+def check_no_empty_folders(layout: Layout, folders: Sequence[str], files: Sequence[str],
+                           wanted: Sequence[str] | None, where: str) -> None:
+    """Refuse a class folder that holds no file at all, which would drop out of the classes
+    without a word (torchvision's ImageFolder refuses one too); with data.classes, only one
+    it names. `folders` and `files` are the data set's, relative to its root, junk left out."""
+    holding = {"/".join(name.split("/")[:i]) for name in files for i in range(1, name.count("/") + 1)}
+    named = None if wanted is None else {unicodedata.normalize("NFC", n) for n in wanted}
+    for folder in sorted(set(folders) - holding):
+        if not folder.startswith(layout.prefix):
+            continue
+        found = layout.folder_of(folder[len(layout.prefix):] + "/x")
+        if found is None or found != folder[len(layout.prefix):]:
+            continue  # a folder inside a class folder, or one the layout does not read
+        cls = layout.class_of(found)
+        if cls in layout.files or (named is not None and unicodedata.normalize("NFC", cls) not in named):
+            continue
+        raise StageError(f"{where}: class folder '{folder}' is empty; add its images, or remove it "
+                         f"{'(or leave it out of data.classes in params.yaml)' if named else ''}".rstrip())
+
+
 def select(found: Sequence[str], wanted: Sequence[str] | None, where: str) -> tuple[str, ...]:
     """The classes in label order: the found ones sorted, or data.classes (an order, or a
     subset of at least two); one line for a name that is not a class folder."""

@@ -22,7 +22,7 @@ from hotdog.core.errors import StageError
 from hotdog.core.files import atomic_path, size_text
 from hotdog.data.archive import is_junk
 from hotdog.data.fetch import is_local, local_path
-from hotdog.data.layout import class_list, detect, is_image_name, select
+from hotdog.data.layout import check_no_empty_folders, class_list, detect, is_image_name, select
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say: every packing of the same files is byte-identical
 
@@ -38,15 +38,22 @@ def folder_of(url: str) -> Path | None:
 def folder_files(folder: Path) -> list[str]:
     """Every file under `folder` as a relative POSIX name, sorted, macOS junk left out.
     Links are followed to files, never to folders (a loop, or a tree outside)."""
-    found = []
+    return folder_tree(folder)[1]
+
+
+def folder_tree(folder: Path) -> tuple[list[str], list[str]]:
+    """(every folder, every file) under `folder` as relative POSIX names, sorted, junk left out."""
+    folders, found = [], []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
         rel = Path(dirpath).relative_to(folder).as_posix()
+        if rel != "." and not is_junk(rel + "/"):
+            folders.append(rel)
         for name in filenames:
             path = f"{name}" if rel == "." else f"{rel}/{name}"
             if not is_junk(path) and (Path(dirpath) / name).is_file():
                 found.append(path)
-    return sorted(found)
+    return sorted(folders), sorted(found)
 
 
 def recorded_folder(url: str, sha1: str | None, record: Path) -> dict | None:
@@ -99,7 +106,9 @@ def describe(url: str, sha1: str | None) -> dict:
 def pack(folder: Path, dest: Path, max_bytes: int, classes: list[str] | None) -> int:
     """Zip the images of `folder` (its layout checked, only the classes data.classes picks)
     into `dest`, stored uncompressed with fixed dates, atomically; returns the number of files."""
-    layout = detect(folder_files(folder), str(folder))
+    folders, files = folder_tree(folder)
+    layout = detect(files, str(folder))
+    check_no_empty_folders(layout, folders, files, classes, str(folder))
     chosen = select(layout.classes, classes, str(folder))
     names = sorted(layout.prefix + name for cls in chosen for name in layout.files[cls])
     total = sum((folder / name).stat().st_size for name in names)
