@@ -458,6 +458,9 @@ def test_data_classes_match_folder_names_in_either_unicode_form(tmp_path: Path) 
     ({"cat/a.png": b"x", "cat/b.png": b"x", "dog/a.png": b"y", "dog/b.png": b"y", "loose.png": b"z"},
      r"loose.png is at the wrong depth; expected <class>/<image>"),
     ({**GOOD, "train/x.png": b"z"}, r"train/x.png is at the wrong depth; expected train/<class>/<image>"),
+    # data.url at one class's folder: images and no folder at all.
+    ({"UP7.JPG": b"x", "b.png": b"y"}, r": no class folders, only images \(UP7.JPG, ...\); point data.url at the "
+                                      r"folder that holds one folder of images per class, in params.yaml$"),
     ({**{f"d/{k}": v for k, v in GOOD.items()}, "d/test/x.png": b"z"},
      r"d/test/x.png is at the wrong depth; expected test/<class>/<image>"),
 ])

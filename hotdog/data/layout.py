@@ -188,6 +188,10 @@ def detect(files: Sequence[str], where: str) -> Layout:
     for name in names:
         folder = shape.folder_of(name)
         top = name.split("/")[0]
+        if folder is None and kind == FOLDERS and all("/" not in n for n in names):
+            # Images and no folder at all: data.url names one class's folder, most likely.
+            raise StageError(f"{where}: no class folders, only images ({prefix + name}, ...); point data.url at the "
+                             "folder that holds one folder of images per class, in params.yaml")
         if folder is None and kind == FOLDERS:
             raise wrong_depth(where, prefix + name, "<class>/<image>, or train/ and test/ each holding them")
         if folder is None and not inside and top in (SPLITS[0], held_out):
