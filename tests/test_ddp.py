@@ -205,10 +205,16 @@ def _hex_address(address: str) -> str:
     return str(ipaddress.ip_address(words))
 
 
-def test_the_processes_listen_on_loopback_alone(tmp_path):
+def test_the_processes_listen_on_loopback_alone(tmp_path, monkeypatch):
     # The launcher once used torch's elastic agent, whose stores listened on every interface
     # for the whole run, open to anyone on the network. The group now meets through a file,
-    # and gloo listens on loopback.
+    # and gloo listens on loopback. The file is in a temporary folder whose path has a space
+    # and an accent: as a file:// URL, which torch does not decode, it made every process
+    # wait five minutes for a file that never appeared.
+    import tempfile
+
+    (tmp_path / "tmp dir é").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp dir é"))
     out = tmp_path / "listening.json"
     distributed.launch(2, _listening, str(out))
     addresses = [_hex_address(a) for a in json.loads(out.read_text())]

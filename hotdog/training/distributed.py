@@ -28,6 +28,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
@@ -123,13 +124,14 @@ def _failure(err: Exception, error_files: list[str], processes: int) -> str:
             trace = pickle.load(f)
             print(f"training process {index} of {processes}: {trace.strip()}", file=sys.stderr)
             failed.append(index)
-    if failed:
-        which = ", ".join(map(str, failed))
-        return (f"training process(es) {which} of {processes} failed (the traceback is above); fix it, or set "
-                "train.devices: 1 in params.yaml to train in one process")
     how = f"ended by {err.signal_name}" if getattr(err, "signal_name", None) else f"failed ({err})"
-    return (f"training process {err.error_index} of {processes} {how}; fix it, or set train.devices: 1 in "
-            "params.yaml to train in one process")
+    first = f"training process {err.error_index} of {processes} {how}"  # the first seen to end
+    if failed and failed != [err.error_index]:
+        others = ", ".join(map(str, (i for i in failed if i != err.error_index)))
+        first += f", and process(es) {others} failed (the traceback is above)"
+    elif failed:
+        first = f"training process {err.error_index} of {processes} failed (the traceback is above)"
+    return f"{first}; fix it, or set train.devices: 1 in params.yaml to train in one process"
 
 
 def _rank(index: int, world: int, store: str, errors: str, entry: Callable, args: tuple) -> None:
@@ -149,12 +151,13 @@ def _rank(index: int, world: int, store: str, errors: str, entry: Callable, args
 
 
 def _end(processes: list, seconds: float = 10.0) -> None:
-    """SIGTERM to each process still running, then SIGKILL to any left after `seconds`."""
+    """SIGTERM to each process still running, then SIGKILL to any left `seconds` later."""
     for process in processes:
         if process.is_alive():
             process.terminate()
+    deadline = time.monotonic() + seconds
     for process in processes:
-        process.join(seconds)
+        process.join(max(0.0, deadline - time.monotonic()))
         if process.is_alive():
             process.kill()
             process.join()
@@ -167,7 +170,9 @@ def process_group(device: torch.device) -> Iterator[Shard]:
     if device.type == "cuda":
         torch.cuda.set_device(shard.local_rank)
     store = os.environ.get(STORE_ENV)  # else torchrun's env:// variables say where to meet
-    where = dict(init_method=Path(store).as_uri(), rank=shard.rank, world_size=shard.world) if store else {}
+    # A FileStore itself, not a file:// URL: torch does not decode one, so a temporary folder
+    # with a space in its path would make every process wait for a file that never appears.
+    where = dict(store=dist.FileStore(store, shard.world), rank=shard.rank, world_size=shard.world) if store else {}
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", **where)
     try:
         yield shard
