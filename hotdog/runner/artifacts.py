@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
+import time
 from pathlib import Path
 from typing import Mapping
 from uuid import UUID
@@ -64,23 +65,30 @@ def publish_artifacts(project: Path) -> None:
     publish_images(served, image_titles(report), p, project)
 
 
-# The progress artifacts that failed an update, each warned about once.
-_FAILED_PROGRESS: set[UUID] = set()
+# After a failed update, a progress bar is left alone this long: Prefect's client retries a
+# slow or failing API for a minute or more, and the update is made from the loop that reads
+# dvc's output, which would stall the stage behind it.
+PROGRESS_PAUSE_SECONDS = 60.0
+_FAILED_PROGRESS: dict[UUID, float] = {}  # progress artifact -> when its last update failed
 
 
 def update_progress(progress_id: UUID | None, percent: float, logger: logging.Logger | logging.LoggerAdapter) -> None:
     """Move a progress artifact to `percent`. A failed update is one warning, and the run goes
     on: the bar is a view of the run, and a Prefect API that restarts or answers slowly for a
-    moment must not stop a training stage (a failure here stopped dvc's whole process group)."""
+    moment must not stop a training stage (a failure here stopped dvc's whole process group),
+    nor slow it (updates pause for PROGRESS_PAUSE_SECONDS after a failure)."""
     if progress_id is None:
+        return
+    failed_at = _FAILED_PROGRESS.get(progress_id)
+    if failed_at is not None and time.monotonic() - failed_at < PROGRESS_PAUSE_SECONDS:
         return
     try:
         update_progress_artifact(progress_id, round(percent, 2))
     except Exception as err:
-        if progress_id not in _FAILED_PROGRESS:
-            _FAILED_PROGRESS.add(progress_id)
+        if failed_at is None:
             logger.warning(f"the progress bar could not be updated ({type(err).__name__}: {err}); the run goes on, "
                            "and the bar may stand still")
+        _FAILED_PROGRESS[progress_id] = time.monotonic()
 
 
 def figure_urls(p: Paths, figures: list[Path]) -> dict[str, str]:
