@@ -408,15 +408,7 @@ def print_answers(args: argparse.Namespace, models: list[Model], device: torch.d
         file = file or sys.stdout
         if file is sys.stdout and not stdout_open:
             return
-        try:
-            if bar:
-                bar.write(text, file=file)
-            else:
-                print(text, file=file, flush=file is sys.stdout)
-        except BrokenPipeError:  # `hotdog predict ... | head`: the reader has all it wants
-            if file is not sys.stdout:
-                raise
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit
+        if not emit(text, file, bar) and file is sys.stdout:
             stdout_open = False
 
     answers, failed = [], set()
@@ -436,6 +428,22 @@ def print_answers(args: argparse.Namespace, models: list[Model], device: torch.d
     return answers
 
 
+def emit(text: str, file, bar=None) -> bool:
+    """Print a line and flush it (through tqdm's `bar` when one is shown); False when the reader
+    has gone (`| head`, or `2>&1 | head`). The stream is then pointed at /dev/null, so that
+    nothing fails at exit either, and the command goes on: --out still gets every answer."""
+    try:
+        if bar is not None:
+            bar.write(text, file=file)
+        else:
+            print(text, file=file)
+        file.flush()
+        return True
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), file.fileno())
+        return False
+
+
 def line(answer: Answer, k: int) -> str:
     """The plain output for one answer: path, model and the top k, e.g.
     `lunch.jpg<TAB>finetune<TAB>hotdog 0.973, not-hotdog 0.027`."""
@@ -449,4 +457,4 @@ def write_answers(answers: list[Answer], dest: Path) -> None:
         write_table(table(answers), dest, SCORED)
     except OSError as err:
         raise StageError(f"cannot write {dest} ({err.strerror}); pass another --out") from None
-    print(f"wrote {len(answers)} answers to {dest}", file=sys.stderr)
+    emit(f"wrote {len(answers)} answers to {dest}", sys.stderr)
