@@ -108,6 +108,17 @@ def test_a_duplicate_key_is_named(tmp_path):
         read_params(tmp_path / "params.yaml")
 
 
+def test_a_union_key_is_named_as_the_file_spells_it_and_counted_once():
+    with pytest.raises(ParamsError) as err:
+        parse_params(with_overrides(repo_params(), {"train.devices": 0, "train.epochs": 0}))
+    assert str(err.value) == ("params.yaml: key 'train.epochs': Input should be greater than or equal to 1 (got 0); "
+                              "correct it (1 more problem(s) after this one)")
+    with pytest.raises(ParamsError) as err:
+        parse_params(with_overrides(repo_params(), {"train.devices": 0}))
+    assert str(err.value) == ("params.yaml: key 'train.devices': Input should be 'auto' or greater than or equal to "
+                              "1 (got 0); correct it")  # was key 'train.devices.literal['auto']', and 2 problems
+
+
 def test_missing_key_is_named():
     raw = repo_params()
     del raw["train"]["precision"]
@@ -187,6 +198,12 @@ def test_overrides_keep_comments_and_report_changes(tmp_path):
         ({"train.epochs": "ten"}, "train.epochs='ten', an override: Input should be a valid integer"),
         ({"train.epochs": 0}, "train.epochs=0, an override: Input should be greater than or equal to 1 (got 0); "
                               "give another value ("),
+        # A union fails once per member, and a list in its item: still the override named, once.
+        ({"train.devices": 0}, "train.devices=0, an override: Input should be 'auto' or greater than or equal to 1 "
+                               "(got 0); give another value ("),
+        ({"data.classes": ["a/b", "c"]}, "data.classes=['a/b', 'c'], an override: String should match pattern"),
+        ({"scratch.head_init": "imagenet-hotdog"}, "scratch.head_init='imagenet-hotdog', an override: head_init "
+                                                   "imagenet-hotdog starts fc"),
     ],
 )
 def test_bad_overrides_change_nothing(tmp_path, overrides, words):

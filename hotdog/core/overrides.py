@@ -48,9 +48,9 @@ def _hydra(value: Any) -> str:
         return "null"
     if isinstance(value, (int, float)):
         return repr(value)
-    # Hydra's quoted strings: backslashes are doubled only before a quote or at the end, a
+    # Hydra's quoted strings: backslashes are doubled only before a quote, ${ or the end, a
     # quote is \', and ${ would be OmegaConf's interpolation unless it is \${.
-    text = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, str(value))
+    text = re.sub(r"(\\+)(?='|$|\$\{)", lambda m: m.group(1) * 2, str(value))
     return "'" + text.replace("'", "\\'").replace("${", "\\${") + "'"
 
 
@@ -92,11 +92,15 @@ def _overridden(overrides: dict[str, Any], path: Path) -> tuple[YAML, Any, dict[
     try:
         parse_params(_plain(doc), path)
     except ParamsError as err:
-        if err.key not in overrides or err.problem is None:
+        # The override the problem is in (train.devices for "train.devices", data.classes for
+        # "data.classes.0", scratch.head_init for the section check of "scratch"), if any.
+        key = next((k for k in overrides if err.key is not None and (
+            err.key == k or err.key.startswith(f"{k}.") or k.startswith(f"{err.key}."))), None)
+        if key is None or err.problem is None:
             raise
         # The value came from a command line or a flow's parameters, not from the file.
-        raise ParamsError(f"{err.key}={overrides[err.key]!r}, an override: {err.problem}; give another value "
-                          f"({path} is unchanged)", err.key, err.problem) from None
+        raise ParamsError(f"{key}={overrides[key]!r}, an override: {err.problem}; give another value "
+                          f"({path} is unchanged)", key, err.problem) from None
     return yaml, doc, changed
 
 

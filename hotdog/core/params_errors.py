@@ -8,6 +8,7 @@ The checks themselves live in hotdog.core.params, which every stage depends on.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -30,7 +31,20 @@ class ParamsError(StageError):
 
 
 def _dotted(loc: tuple) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+    return ".".join(str(part) for part in _field(loc)) or "(top level)"
+
+
+# pydantic's name for a member of a union type in an error's location ("literal['auto']",
+# "constrained-int"), which is no key of the file.
+_MEMBER = re.compile(r"[\[\]()\-]|^(int|float|str|bool|none|list|dict)$")
+
+
+def _field(loc: tuple) -> tuple:
+    """An error's location up to the key, without the union member pydantic appends."""
+    parts = list(loc)
+    while parts and isinstance(parts[-1], str) and _MEMBER.search(parts[-1]):
+        parts.pop()
+    return tuple(parts)
 
 
 def _quoted(kind: str, value: str) -> bool:
@@ -51,8 +65,11 @@ def invalid(err: ValidationError, source: Path | str) -> ParamsError:
     name, and "unknown key 'train.epoch'; did you mean 'train.epochs'?" is what helps.
     """
     errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    first, count = errors[0], len(errors)
+    first = errors[0]
     key = _dotted(first["loc"])
+    # A union ("auto" or a number) fails once per member: one problem, said once.
+    members = [e for e in errors if _field(e["loc"]) == _field(first["loc"]) and e["loc"] != _field(e["loc"])]
+    count = len({_field(e["loc"]) for e in errors})
     if first["type"] == "extra_forbidden":
         parent, name = first["loc"][:-1], str(first["loc"][-1])
         missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"][:-1] == parent]
@@ -66,6 +83,8 @@ def invalid(err: ValidationError, source: Path | str) -> ParamsError:
         return ParamsError(f"{source}: missing key '{key}'; add it (docs/params.md lists every param){_more(count)}",
                            key)
     problem = first["msg"].removeprefix("Value error, ")
+    if len(members) > 1:
+        problem = " or ".join([problem] + [e["msg"].removeprefix("Input should be ") for e in members[1:]])
     if not isinstance(first["input"], dict):  # not a section's own check
         problem += f" (got {first['input']!r})"
     quoted = first["type"] in _TYPES and isinstance(first["input"], str) and _quoted(first["type"], first["input"])
