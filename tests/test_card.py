@@ -230,8 +230,11 @@ def test_git_state_commit_and_changes_besides_the_outputs(tmp_path):
         commit, True, "", ("params.yaml",), (("train.epochs", 5, 2), ("train.new", card.ABSENT, "x")))
     (tmp_path / "stage.py").write_text("two\n")
     assert card.git_state(tmp_path, [Path("metrics")]).changed == ("params.yaml", "stage.py")
+    (tmp_path / "grüne.py").write_text("one\n")
+    sh(tmp_path, "git", "add", "grüne.py")
+    assert "grüne.py" in card.git_state(tmp_path, [Path("metrics")]).changed  # not "gr\303\274ne.py"
     sh(tmp_path, "git", "add", "stage.py")  # staged but not committed is still a change
-    assert card.git_state(tmp_path, [Path("metrics")])[:4] == (commit, True, "", ("params.yaml", "stage.py"))
+    assert card.git_state(tmp_path, [Path("metrics")])[:4] == (commit, True, "", ("grüne.py", "params.yaml", "stage.py"))
 
 
 def test_the_card_names_uncommitted_changes_and_how_to_rebuild_that_run(tmp_path):
@@ -252,6 +255,11 @@ def test_the_card_names_uncommitted_changes_and_how_to_rebuild_that_run(tmp_path
                                       "dvc exp run -S \"data.url='/home/me/my photos'\" -S train.epochs=2 "
                                       "-S scratch.lr=0.001"]
     assert "`dvc exp run` downloads the data" in text and "does not give this run" not in text
+
+    unknown = values._replace(params=None)  # the commit's params.yaml is not YAML
+    text = render(root, None, unknown)
+    assert "`params.yaml` (its values could not be compared with the commit's)" in text
+    assert "The commit alone does not give this run" in text
 
     code = values._replace(changed=("hotdog/training/train.py", "params.yaml"))
     text = render(root, None, code)

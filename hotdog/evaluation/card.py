@@ -173,8 +173,9 @@ class GitState(NamedTuple):
     dirty: bool | None  # tracked files differ from it (outputs and DVC's records aside); None: unknown
     note: str  # why there is no commit, when there is none
     changed: tuple[str, ...] = ()  # those files, relative to the project
-    # params.yaml's values that differ from the commit's: (dotted key, the commit's, this run's)
-    params: tuple[tuple[str, Any, Any], ...] = ()
+    # params.yaml's values that differ from the commit's: (dotted key, the commit's, this run's);
+    # None when the two could not be compared (the commit's is not YAML)
+    params: tuple[tuple[str, Any, Any], ...] | None = ()
 
 
 def _git(project: Path, *args: str) -> subprocess.CompletedProcess | None:
@@ -200,7 +201,9 @@ def git_state(project: Path, outputs: Sequence[Path | str] = ()) -> GitState:
     commit = head.stdout.strip()
     leave_out = [f":(exclude){Path(p).as_posix()}" for p in (LOCK_FILE, *outputs)] + [":(exclude,glob)**/.gitignore"]
     # --no-optional-locks: only look; a stage must not touch the index.
-    diff = _git(project, "--no-optional-locks", "diff", "--name-only", "--relative", "HEAD", "--", ".", *leave_out)
+    # core.quotePath=false: a name outside ASCII as it is, not "gr\303\274ne.py".
+    diff = _git(project, "-c", "core.quotePath=false", "--no-optional-locks", "diff", "--name-only", "--relative",
+                "HEAD", "--", ".", *leave_out)
     if diff is None or diff.returncode:
         return GitState(commit, None, "")
     changed = tuple(diff.stdout.splitlines())
@@ -211,14 +214,15 @@ def git_state(project: Path, outputs: Sequence[Path | str] = ()) -> GitState:
 PARAMS_NAME = "params.yaml"
 
 
-def _params_changes(project: Path) -> tuple[tuple[str, Any, Any], ...]:
-    """(key, the commit's value, the file's) for each params.yaml value that differs."""
+def _params_changes(project: Path) -> tuple[tuple[str, Any, Any], ...] | None:
+    """(key, the commit's value, the file's) for each params.yaml value that differs; None
+    when they cannot be compared."""
     committed = _git(project, "show", f"HEAD:./{PARAMS_NAME}")
     try:
         old = _flat(YAML(typ="safe", pure=True).load(committed.stdout)) if committed and not committed.returncode else {}
         new = _flat(YAML(typ="safe", pure=True).load((project / PARAMS_NAME).read_text()))
     except (OSError, YAMLError):
-        return ()
+        return None
     return tuple((k, old.get(k, ABSENT), new.get(k, ABSENT)) for k in sorted(old.keys() | new.keys())
                  if old.get(k, ABSENT) != new.get(k, ABSENT))
 
@@ -534,7 +538,9 @@ def _changes_text(git: GitState) -> str:
     """The uncommitted changes, named: files, and params.yaml's values (at most MAX_NAMED of each)."""
     named = []
     for name in git.changed[:MAX_NAMED]:
-        if name == PARAMS_NAME:
+        if name == PARAMS_NAME and git.params is None:
+            named.append(f"`{name}` (its values could not be compared with the commit's)")
+        elif name == PARAMS_NAME:
             values = "; ".join(f"`{k}` {_scalar(old)} → {_scalar(new)}" for k, old, new in git.params[:MAX_NAMED])
             more = f"; and {len(git.params) - MAX_NAMED} more" if len(git.params) > MAX_NAMED else ""
             named.append(f"`{name}` ({values or 'no value changed'}{more})")
@@ -570,7 +576,8 @@ def _reproduce_section(git: GitState, env: dict[str, str], data_url: str, folder
                 f"outputs, dvc.lock and .gitignore files aside): {_changes_text(git)}. To have this card name a "
                 "commit that holds them, commit them, then `dvc repro --force --single-item report` writes it again "
                 "(`dvc repro` alone re-runs nothing, as nothing it uses changed).")
-        values_only = git.changed == (PARAMS_NAME,) and all(ABSENT not in pair for _, *pair in git.params)
+        values_only = (git.changed == (PARAMS_NAME,) and git.params is not None
+                       and all(ABSENT not in pair for _, *pair in git.params))
         if values_only and git.params:
             # The changes are values alone: the commands below set them, so they give this run.
             run = ["dvc exp run " + " ".join(f"-S {_shell_word(set_param(k, new))}" for k, _, new in git.params)]
