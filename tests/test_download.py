@@ -258,6 +258,11 @@ def test_utf8_names_without_the_zips_flag_are_read_as_utf8(tmp_path: Path) -> No
     layout = extract(archive, tmp_path / "images", LIMIT)
     assert layout.classes == ("crème brûlée", "grüne Äpfel", "müsli", "red")
     assert "grüne Äpfel/1.png" in files_under(tmp_path / "images")
+    # Read so, two names may become one ("ü" as cp437 and as UTF-8): refused, not one file
+    # written over the other.
+    clash = zip_with_raw_names(tmp_path / "clash.zip", {**members, "müsli/0.png".encode(): b"other"})
+    with pytest.raises(StageError, match=r"both name the file 'müsli/0.png'; refusing to extract"):
+        extract(clash, tmp_path / "clashed", LIMIT)
 
 
 @pytest.mark.parametrize("members, line", [

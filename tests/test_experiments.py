@@ -239,6 +239,24 @@ def test_a_params_problem_is_one_line(tmp_path, monkeypatch, params, words):
     assert signal.getsignal(signal.SIGTERM) is before  # the command's own handler is gone
 
 
+def test_under_nohup_a_hangup_is_still_ignored(tmp_path, monkeypatch):
+    # `nohup hotdog experiments run ... &`, then log out: the set must go on.
+    from hotdog.experiments import cli
+
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    during = []
+    monkeypatch.setattr(cli, "write_comparison", lambda *args: during.append(signal.getsignal(signal.SIGHUP)) or
+                        (_ for _ in ()).throw(ExperimentsError("stop here")))
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with pytest.raises(SystemExit):
+            experiments_main(["compare"])
+        assert during == [signal.SIG_IGN] and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_a_kill_or_a_hangup_stops_dvc_and_its_stage_too(tmp_path, signum):
     # dvc runs in its own session, so no signal to `hotdog experiments` reaches it: a kill, a

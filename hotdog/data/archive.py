@@ -129,9 +129,10 @@ def safe_members(members: list[Member], where: Path) -> list[Member]:
                 # linked to a shared copy) is left out and counted, as any such file is.
                 raise StageError(f"{where}: member {name!r} is a link or a special file, not an image; "
                                  "refusing to extract; check data.url in params.yaml")
-            if spelled.setdefault(plain, name) != name:
+            if plain in spelled:  # spelt apart, or the same name twice (a zip may hold both)
                 raise StageError(f"{where}: members {spelled[plain]!r} and {name!r} both name the file "
                                  f"{plain!r}; refusing to extract; check data.url in params.yaml")
+            spelled[plain] = name
         kept.append(member._replace(name=plain, is_dir=is_dir))
     return kept
 

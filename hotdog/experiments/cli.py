@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     cwd = Path.cwd()
     # A kill, a CI cancel or a closed SSH session stops dvc and its stage too, as Ctrl-C does:
     # dvc runs in its own session (hotdog.runner.dvc_run), which no signal to this process reaches.
-    previous = {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    # Not one the process was started ignoring: under `nohup`, a logout must not stop the set.
+    previous = {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM, signal.SIGHUP)
+                if signal.getsignal(signum) is not signal.SIG_IGN}
     try:
         names, failed = None, {}
         if args.command == "run":

@@ -33,7 +33,8 @@ def run_main(stage: str, main: Callable[[], None]) -> None:
     events.mark("started")
     events.emit(events.Started(stage=stage))
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _stop)
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # `nohup dvc repro` ignores SIGHUP: so does the stage
+            signal.signal(signum, _stop)
     try:
         with runlock.stage_run(load_params().paths.run_lock):
             main()
