@@ -290,6 +290,9 @@ def test_a_kill_or_a_hangup_stops_dvc_and_its_stage_too(tmp_path, signum):
     while Path(f"/proc/{stage}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not Path(f"/proc/{stage}").exists(), "the stage outlived the command"
+    # DVC removed its temporary copy of the repo (on SIGTERM it left one at every stop).
+    left = [p.name for p in (project / ".dvc/tmp/exps/standalone").glob("tmp*")]
+    assert left == [], left
 
 
 @pytest.mark.timeout(E2E)

@@ -4,6 +4,7 @@ every line passed on; a failed experiment is one line, and the rest still run.""
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from pathlib import Path
@@ -103,7 +104,9 @@ def run_one(cwd: Path, name: str, values: dict[str, Any], sizes: dict[str, Any],
         on_line(text)
 
     with Quiet(f"experiment {name!r}", line) as heard:
-        status = stream_dvc(run_args(name, values, sizes), cwd, heard)
+        # Stopped with SIGINT, on which DVC removes its temporary copy of the repo (on SIGTERM it
+        # left .dvc/tmp/exps/standalone/tmp*, a whole checkout, behind at every stop).
+        status = stream_dvc(run_args(name, values, sizes), cwd, heard, signal.SIGINT)
     return None if status == 0 else failure_reason(lines, status)
 
 

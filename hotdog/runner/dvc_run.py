@@ -28,14 +28,16 @@ def dvc_env() -> dict[str, str]:
 STOP_SECONDS = 15.0
 
 
-def stream_dvc(args: list[str], cwd: Path, on_line: Callable[[str], None]) -> int:
+def stream_dvc(args: list[str], cwd: Path, on_line: Callable[[str], None],
+               stop_signal: int = signal.SIGTERM) -> int:
     """Run `dvc <args>` (no shell), handing each output line to on_line as it arrives;
     returns the exit status.
 
     `dvc` starts in a process group of its own, with its stage and the stage's workers in it.
     If this process is interrupted (Ctrl-C, or Prefect cancelling the flow run), the whole
-    group gets SIGTERM, then SIGKILL if it outlives STOP_SECONDS: nothing keeps training
-    after the flow run has ended.
+    group gets `stop_signal`, then SIGKILL if it outlives STOP_SECONDS: nothing keeps training
+    after the flow run has ended. (`dvc exp run --temp` removes its copy of the repo on
+    SIGINT only: its callers pass that.)
     """
     command = [sys.executable, "-m", "dvc", *args]
     with subprocess.Popen(command, cwd=cwd, env=dvc_env(), stdout=subprocess.PIPE,
@@ -46,15 +48,15 @@ def stream_dvc(args: list[str], cwd: Path, on_line: Callable[[str], None]) -> in
                     if line.strip():
                         on_line(line)
         except BaseException:
-            stop_group(proc)
+            stop_group(proc, stop_signal)
             raise
     return proc.returncode
 
 
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM to the process group led by `proc`, then SIGKILL to what is left of it."""
+def stop_group(proc: subprocess.Popen, first: int = signal.SIGTERM) -> None:
+    """`first` (SIGTERM) to the process group led by `proc`, then SIGKILL to what is left of it."""
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, first)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + STOP_SECONDS
