@@ -70,8 +70,14 @@ def run_stage(stage: str, progress_id: UUID | None = None) -> bool:
         elif isinstance(event, events.Progress):
             update_progress(progress_id, start + width * event.done, logger)
 
+    said: list[str] = []
+
+    def on_text(line: str) -> None:
+        said.append(line)
+        logger.info(line)
+
     try:
-        ran = repro(stage, project_dir(), logger.info, on_event)
+        ran = repro(stage, project_dir(), on_text, on_event)
     except TerminationSignal:
         # repro has stopped dvc's whole process group by now (hotdog.runner.dvc_run.stream_dvc).
         # Prefect would call the task Crashed; when the flow run is being cancelled (the
@@ -81,9 +87,18 @@ def run_stage(stage: str, progress_id: UUID | None = None) -> bool:
         logger.warning(f"{stage}: cancelled with the flow run; dvc and the stage were stopped")
         return Cancelled(message=f"{stage} was cancelled with its flow run; the next run resumes it")
     if not ran:
-        logger.info(f"{stage}: up to date, not run (nothing it uses changed since dvc.lock)")
+        logger.info(not_run_line(stage, said))
     update_progress(progress_id, start + width, logger)  # the last one ends at 100
     return ran
+
+
+def not_run_line(stage: str, dvc_said: list[str]) -> str:
+    """Why DVC did not run `stage`, from its output: up to date, or restored from its run cache
+    (what it uses changed, but to what an earlier run already had)."""
+    if any("is cached - skipping run" in line for line in dvc_said):
+        return (f"{stage}: not run: DVC restored its outputs from its run cache (an earlier run had the same params, "
+                "code and inputs)")
+    return f"{stage}: up to date, not run (nothing it uses changed since dvc.lock)"
 
 
 def flow_run_cancelling() -> bool:

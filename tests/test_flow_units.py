@@ -16,6 +16,7 @@ from flows.pipeline import (
     collect_overrides,
     hotdog_pipeline,
     is_interrupted,
+    not_run_line,
     param_type,
     parse_args,
     stage_spans,
@@ -120,3 +121,13 @@ def test_the_predict_flow_fails_on_a_folder_that_is_not_there(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StageFailed, match=rf"^folder=nope: no such folder in {tmp_path}; name a folder of photos"):
         hotdog_predict.fn(folder="nope")
+
+
+def test_a_stage_dvc_restored_from_its_run_cache_is_not_called_up_to_date():
+    # What `dvc repro --single-item finetune` prints when the params went back to ones an
+    # earlier run had: the flow said "up to date, not run (nothing it uses changed)".
+    cached = ["Stage 'finetune' is cached - skipping run, checking out outputs", "Updating lock file 'dvc.lock'"]
+    assert not_run_line("finetune", cached) == ("finetune: not run: DVC restored its outputs from its run cache (an "
+                                                "earlier run had the same params, code and inputs)")
+    assert not_run_line("finetune", ["Stage 'finetune' didn't change, skipping"]) == (
+        "finetune: up to date, not run (nothing it uses changed since dvc.lock)")
