@@ -127,6 +127,9 @@ def test_a_quiet_command_is_said_to_be_still_running_and_a_line_resets_the_clock
     ("lr:\n  finetune.lr: [1, 2]\n  scratch.lr: [3, 4]\n", "at most one key may hold a list"),
     ("lr:\n  finetune.lr: []\n", "must not be empty"),
     ("lr: 0.1\n", "experiment 'lr' must map params.yaml keys to values"),
+    # Its row said "(baseline params)" with no metrics: the comparison reads paths.metrics.
+    ("pm:\n  paths.metrics: m2\n", r"experiment 'pm' sets paths.metrics, and paths.\* moves the outputs"),
+    ("w:\n  runtime.num_workers: 2\n", r"experiment 'w' sets runtime.num_workers, and runtime.\* changes no result"),
     ("[a, b]\n", "expected a mapping of experiment names"),
 ])
 def test_a_malformed_set_names_what_is_wrong(tmp_path, text, words):

@@ -52,6 +52,14 @@ def check_entry(name: str, overrides: Any, where: Path | str) -> None:
                                "letters, digits, '-' and '_' (DVC makes a git ref of it); rename it")
     if not isinstance(overrides, dict) or not overrides:
         raise ExperimentsError(f"{where}: experiment {name!r} must map params.yaml keys to values")
+    for key in overrides:
+        section = str(key).split(".")[0]
+        if section in ("paths", "runtime"):
+            # runtime changes no result, so the run would be the baseline again; paths moves the
+            # outputs the comparison reads.
+            why = "changes no result" if section == "runtime" else "moves the outputs the comparison reads"
+            raise ExperimentsError(f"{where}: experiment {name!r} sets {key}, and {section}.* {why}; set a param "
+                                   "that changes what is trained or how it is measured (docs/params.md)")
     grids = [key for key, value in overrides.items() if isinstance(value, list)]
     if len(grids) > 1 or any(not overrides[key] for key in grids):
         raise ExperimentsError(f"{where}: experiment {name!r}: at most one key may hold a list (a grid), "
