@@ -8,7 +8,9 @@ Run once: python -m flows.pipeline [--scratch-lr 1e-3 ... --push]; serve: make u
 # No `from __future__ import annotations` here: Prefect builds the flow's parameter model
 # from real annotations, and a served run cannot resolve string ones.
 import argparse
+import contextvars
 import sys
+import threading
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 from uuid import UUID
@@ -76,16 +78,28 @@ def run_stage(stage: str, progress_id: UUID | None = None) -> bool:
         said.append(line)
         logger.info(line)
 
+    # A run that no runner or worker started (`python -m flows.pipeline`) gets no signal when
+    # it is cancelled: it would train on and stay Cancelling for good. So each stage watches.
+    flow_run, stop, done = get_run_context().task_run.flow_run_id, threading.Event(), threading.Event()
+    threading.Thread(target=contextvars.copy_context().run, args=(watch_for_cancel, flow_run, stop, done),
+                     daemon=True).start()
     try:
-        ran = repro(stage, project_dir(), on_text, on_event)
+        ran = repro(stage, project_dir(), on_text, on_event, stop)
     except TerminationSignal:
         # repro has stopped dvc's whole process group by now (hotdog.runner.dvc_run.stream_dvc).
         # Prefect would call the task Crashed; when the flow run is being cancelled (the
         # UI's Cancel button), the truth is Cancelled.
-        if not flow_run_cancelling():
+        if not flow_run_cancelling(flow_run):
             raise
-        logger.warning(f"{stage}: cancelled with the flow run; dvc and the stage were stopped")
-        return Cancelled(message=f"{stage} was cancelled with its flow run; the next run resumes it")
+        return cancelled(stage, logger)
+    except StageFailed:
+        if not stop.is_set():
+            raise
+        return cancelled(stage, logger)  # the stage failed because it was stopped
+    finally:
+        done.set()
+    if stop.is_set():  # it ended before it could be stopped: the stages after it must not run
+        return cancelled(stage, logger)
     if not ran:
         logger.info(not_run_line(stage, said))
     update_progress(progress_id, start + width, logger)  # the last one ends at 100
@@ -101,12 +115,31 @@ def not_run_line(stage: str, dvc_said: list[str]) -> str:
     return f"{stage}: up to date, not run (nothing it uses changed since dvc.lock)"
 
 
-def flow_run_cancelling() -> bool:
-    """Whether this flow run is being cancelled (Cancelling or Cancelled on the server)."""
-    flow_run = get_run_context().task_run.flow_run_id
+def cancelled(stage: str, logger) -> Cancelled:
+    logger.warning(f"{stage}: cancelled with the flow run; dvc and the stage were stopped")
+    return Cancelled(message=f"{stage} was cancelled with its flow run; the next run resumes it")
+
+
+def flow_run_cancelling(flow_run: UUID) -> bool:
+    """Whether the flow run is being cancelled (Cancelling or Cancelled on the server)."""
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(flow_run).state
     return state is not None and (state.is_cancelling() or state.is_cancelled())
+
+
+CANCEL_POLL_SECONDS = 2.0
+
+
+def watch_for_cancel(flow_run: UUID, stop: threading.Event, done: threading.Event) -> None:
+    """Until `done`, look every CANCEL_POLL_SECONDS whether the flow run is being cancelled,
+    and set `stop` when it is."""
+    while not done.wait(CANCEL_POLL_SECONDS):
+        try:
+            if flow_run_cancelling(flow_run):
+                stop.set()
+                return
+        except Exception:  # the API for a moment: look again next time
+            continue
 
 
 def is_interrupted(task, task_run, state) -> bool:

@@ -7,6 +7,7 @@ log as it is and never parsed, so a DVC release that rewords it changes nothing 
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -46,9 +47,10 @@ def outcome(stage: str, seen: list[events.Event], returncode: int) -> bool:
 
 
 def repro(stage: str, cwd: Path, on_text: Callable[[str], None],
-          on_event: Callable[[events.Event], None]) -> bool:
+          on_event: Callable[[events.Event], None], stop: threading.Event | None = None) -> bool:
     """Make DVC run `stage` if anything it uses changed; True if it ran. Event lines go to
-    on_event, every other line (the stage's and DVC's text) to on_text."""
+    on_event, every other line (the stage's and DVC's text) to on_text. Setting `stop` stops
+    dvc and the stage."""
     seen: list[events.Event] = []
 
     def on_line(line: str) -> None:
@@ -59,5 +61,5 @@ def repro(stage: str, cwd: Path, on_text: Callable[[str], None],
             seen.append(event)
             on_event(event)
 
-    returncode = stream_dvc(["repro", "--single-item", stage], cwd, on_line)
+    returncode = stream_dvc(["repro", "--single-item", stage], cwd, on_line, stop=stop)
     return outcome(stage, seen, returncode)

@@ -204,3 +204,39 @@ def test_a_failed_progress_update_is_one_warning_and_the_run_goes_on(prefect_api
     warnings = [r.getMessage() for r in caplog.records if r.name == logger.name]
     assert len(warnings) == 1 and warnings[0].startswith("the progress bar could not be updated (")
     assert warnings[0].endswith("the run goes on, and the bar may stand still")
+
+
+@pytest.mark.timeout(E2E)
+def test_cancelling_a_run_that_no_runner_started_stops_its_training(prefect_api, pipeline_run, tmp_path):
+    # `python -m flows.pipeline` has no runner or worker to signal it when the UI's Cancel is
+    # pressed: it trained on, ran every stage after, and stayed Cancelling for good.
+    from prefect.states import Cancelling
+
+    api, env = prefect_api
+    project = copy_run(pipeline_run, tmp_path / "project")
+    run = subprocess.Popen([sys.executable, "-m", "flows.pipeline", "--epochs", "40"], cwd=project, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((project / ".hotdog/resume").glob("finetune-*.pt")):  # epoch 1 done
+            assert run.poll() is None and time.monotonic() < deadline, run.stdout.read() if run.poll() else "slow"
+            time.sleep(0.2)
+        stage = [p for p in psutil.process_iter(["cmdline", "cwd"]) if p.info["cwd"] == str(project)
+                 and "stages.finetune" in " ".join(p.info["cmdline"] or [])]
+        assert stage, "finetune is training"
+        with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+            [flow_run] = [r for r in client.read_flow_runs() if r.state is not None and r.state.is_running()]
+            client.set_flow_run_state(flow_run.id, Cancelling(message="cancelled from the test"))
+            assert run.wait(timeout=60) == 1, run.stdout.read()
+            final = client.read_flow_run(flow_run.id).state
+            tasks = {t.name: t for t in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(
+                any_=[flow_run.id])))}
+        assert final.is_cancelled(), final
+        assert tasks["finetune"].state.is_cancelled() and "scratch" not in tasks, {n: t.state for n, t in tasks.items()}
+        psutil.wait_procs(stage, timeout=30)
+        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in stage)
+        assert not (project / "models/finetune.pt").exists()
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()

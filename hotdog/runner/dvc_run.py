@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -29,7 +30,7 @@ STOP_SECONDS = 15.0
 
 
 def stream_dvc(args: list[str], cwd: Path, on_line: Callable[[str], None],
-               stop_signal: int = signal.SIGTERM) -> int:
+               stop_signal: int = signal.SIGTERM, stop: threading.Event | None = None) -> int:
     """Run `dvc <args>` (no shell), handing each output line to on_line as it arrives;
     returns the exit status.
 
@@ -37,11 +38,13 @@ def stream_dvc(args: list[str], cwd: Path, on_line: Callable[[str], None],
     If this process is interrupted (Ctrl-C, or Prefect cancelling the flow run), the whole
     group gets `stop_signal`, then SIGKILL if it outlives STOP_SECONDS: nothing keeps training
     after the flow run has ended. (`dvc exp run --temp` removes its copy of the repo on
-    SIGINT only: its callers pass that.)
+    SIGINT only: its callers pass that.) Setting `stop`, from another thread, does the same.
     """
     command = [sys.executable, "-m", "dvc", *args]
     with subprocess.Popen(command, cwd=cwd, env=dvc_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True) as proc:
+        if stop is not None:
+            threading.Thread(target=_stop_when_set, args=(proc, stop, stop_signal), daemon=True).start()
         try:
             for raw in proc.stdout:
                 for line in raw.rstrip("\n").split("\r"):  # a bar's redraws become lines
@@ -51,6 +54,14 @@ def stream_dvc(args: list[str], cwd: Path, on_line: Callable[[str], None],
             stop_group(proc, stop_signal)
             raise
     return proc.returncode
+
+
+def _stop_when_set(proc: subprocess.Popen, stop: threading.Event, first: int) -> None:
+    """Stop dvc's group once `stop` is set, unless dvc has ended by then."""
+    while proc.poll() is None:
+        if stop.wait(0.5):
+            stop_group(proc, first)
+            return
 
 
 def stop_group(proc: subprocess.Popen, first: int = signal.SIGTERM) -> None:
