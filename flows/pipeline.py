@@ -72,10 +72,11 @@ def run_stage(stage: str, progress_id: UUID | None = None) -> bool:
         elif isinstance(event, events.Progress):
             update_progress(progress_id, start + width * event.done, logger)
 
-    said: list[str] = []
+    cached = False
 
     def on_text(line: str) -> None:
-        said.append(line)
+        nonlocal cached
+        cached = cached or restored_from_run_cache(line)
         logger.info(line)
 
     # A run that no runner or worker started (`python -m flows.pipeline`) gets no signal when
@@ -99,23 +100,33 @@ def run_stage(stage: str, progress_id: UUID | None = None) -> bool:
     finally:
         done.set()
     if stop.is_set():  # it ended before it could be stopped: the stages after it must not run
-        return cancelled(stage, logger)
+        return cancelled(stage, logger, finished=True)
     if not ran:
-        logger.info(not_run_line(stage, said))
+        logger.info(not_run_line(stage, cached))
     update_progress(progress_id, start + width, logger)  # the last one ends at 100
     return ran
 
 
-def not_run_line(stage: str, dvc_said: list[str]) -> str:
-    """Why DVC did not run `stage`, from its output: up to date, or restored from its run cache
-    (what it uses changed, but to what an earlier run already had)."""
-    if any("is cached - skipping run" in line for line in dvc_said):
+def restored_from_run_cache(dvc_line: str) -> bool:
+    """Whether DVC says it restored a stage's outputs from its run cache. (The one line of
+    DVC's own text read here: if DVC rewords it, the flow says "up to date" again.)"""
+    return "is cached - skipping run" in dvc_line
+
+
+def not_run_line(stage: str, cached: bool) -> str:
+    """Why DVC did not run `stage`: up to date, or restored from its run cache (what it uses
+    changed, but to what an earlier run already had)."""
+    if cached:
         return (f"{stage}: not run: DVC restored its outputs from its run cache (an earlier run had the same params, "
                 "code and inputs)")
     return f"{stage}: up to date, not run (nothing it uses changed since dvc.lock)"
 
 
-def cancelled(stage: str, logger) -> Cancelled:
+def cancelled(stage: str, logger, finished: bool = False) -> Cancelled:
+    """The state of a task whose flow run is being cancelled."""
+    if finished:
+        logger.warning(f"{stage}: finished as the flow run was cancelled; no stage after it runs")
+        return Cancelled(message=f"{stage} finished; the flow run was cancelled after it")
     logger.warning(f"{stage}: cancelled with the flow run; dvc and the stage were stopped")
     return Cancelled(message=f"{stage} was cancelled with its flow run; the next run resumes it")
 
@@ -226,6 +237,10 @@ def hotdog_pipeline(
             if push:
                 # Under the run lock, so no other run rewrites an output while it is uploaded.
                 pushed = push_task(return_state=True)
+            if flow_run_cancelling(get_run_context().flow_run.id):
+                # Cancelled during a last stage too short for its watcher, or during the push:
+                # asked for Completed, the server would keep the run Cancelling for good.
+                return Cancelled(message="cancelled after its last stage; every stage had finished")
     except (ParamsError, RepoBusy) as err:
         raise StageFailed(str(err)) from None
     publish_artifacts(project)

@@ -2,7 +2,8 @@
 
 What the stage did comes from its events (hotdog.core.events) alone: whether it started, how far
 it is, whether it failed and whether a retry may help. DVC's own text is passed on to the
-log as it is and never parsed, so a DVC release that rewords it changes nothing here.
+log as it is and never parsed here, so a DVC release that rewords it changes nothing here
+(flows.pipeline reads one line of it, to say a stage came from DVC's run cache).
 """
 
 from __future__ import annotations

@@ -260,8 +260,9 @@ def test_under_nohup_a_hangup_is_still_ignored(tmp_path, monkeypatch):
         signal.signal(signal.SIGHUP, previous)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
-def test_a_kill_or_a_hangup_stops_dvc_and_its_stage_too(tmp_path, signum):
+@pytest.mark.parametrize("signum, background", [(signal.SIGTERM, False), (signal.SIGHUP, False),
+                                                (signal.SIGTERM, True)], ids=["SIGTERM", "SIGHUP", "script-job"])
+def test_a_kill_or_a_hangup_stops_dvc_and_its_stage_too(tmp_path, signum, background):
     # dvc runs in its own session, so no signal to `hotdog experiments` reaches it: a kill, a
     # CI cancel or a dropped SSH session once left the stage training on. A real `dvc exp run`
     # of a one-stage project whose stage runs until stopped.
@@ -275,13 +276,19 @@ def test_a_kill_or_a_hangup_stops_dvc_and_its_stage_too(tmp_path, signum):
     (project / "set.yaml").write_text("one:\n  train.epochs: 2\n")
     for args in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "x"]):
         sh(project, *args)
+    # A script's `hotdog experiments run ... &` starts with SIGINT ignored, and so would dvc:
+    # stopped by SIGINT, it would last until the SIGKILL 15 s later.
+    ignore_sigint = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None
     run = subprocess.Popen([str(Path(sys.executable).parent / "hotdog"), "experiments", "run", "--file", "set.yaml"],
-                           cwd=project, env=ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                           cwd=project, env=ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           preexec_fn=ignore_sigint)
+    began = None
     said = []
     for line in run.stdout:
         said.append(line)
         if "stage started" in line:
             run.send_signal(signum)  # to this process alone, as `kill` or a closed terminal sends it
+            began = time.monotonic()
             break
     said += run.stdout.readlines()
     assert run.wait(timeout=60) == 128 + signum, "".join(said)
@@ -293,9 +300,10 @@ def test_a_kill_or_a_hangup_stops_dvc_and_its_stage_too(tmp_path, signum):
     while Path(f"/proc/{stage}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not Path(f"/proc/{stage}").exists(), "the stage outlived the command"
-    # DVC removed its temporary copy of the repo (on SIGTERM it left one at every stop).
-    left = [p.name for p in (project / ".dvc/tmp/exps/standalone").glob("tmp*")]
-    assert left == [], left
+    assert time.monotonic() - began < 12, "stopped only by the SIGKILL"
+    if not background:  # DVC removed its temporary copy of the repo (on SIGTERM it left one at every stop)
+        left = [p.name for p in (project / ".dvc/tmp/exps/standalone").glob("tmp*")]
+        assert left == [], left
 
 
 @pytest.mark.timeout(E2E)

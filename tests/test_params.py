@@ -108,6 +108,25 @@ def test_a_duplicate_key_is_named(tmp_path):
         read_params(tmp_path / "params.yaml")
 
 
+def test_a_hyphenated_key_is_named_as_it_is_written():
+    # `--batch-size` on the command line: `batch-size:` in the file is a likely typo.
+    raw = repo_params()
+    raw["train"]["batch-size"] = raw["train"].pop("batch_size")
+    raw["train"]["weight-decay"] = raw["train"].pop("weight_decay")
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    assert str(err.value) == ("params.yaml: unknown key 'train.batch-size'; did you mean 'train.batch_size'? rename "
+                              "it (1 more problem(s) after this one)")
+
+
+def test_a_section_check_with_two_overrides_in_it_names_no_one_of_them(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    with pytest.raises(ParamsError) as err:
+        apply_overrides({"scratch.lr": 0.001, "scratch.head_init": "imagenet-hotdog"}, path)
+    assert "an override" not in str(err.value) and "key 'scratch': head_init imagenet-hotdog" in str(err.value)
+
+
 def test_a_union_key_is_named_as_the_file_spells_it_and_counted_once():
     with pytest.raises(ParamsError) as err:
         parse_params(with_overrides(repo_params(), {"train.devices": 0, "train.epochs": 0}))

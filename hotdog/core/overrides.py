@@ -94,10 +94,11 @@ def _overridden(overrides: dict[str, Any], path: Path) -> tuple[YAML, Any, dict[
     except ParamsError as err:
         # The override the problem is in (train.devices for "train.devices", data.classes for
         # "data.classes.0", scratch.head_init for the section check of "scratch"), if any.
-        key = next((k for k in overrides if err.key is not None and (
-            err.key == k or err.key.startswith(f"{k}.") or k.startswith(f"{err.key}."))), None)
-        if key is None or err.problem is None:
+        matches = [k for k in overrides if err.key is not None and (
+            err.key == k or err.key.startswith(f"{k}.") or k.startswith(f"{err.key}."))]
+        if len(matches) != 1 or err.problem is None:  # none, or several under a section's check
             raise
+        key = matches[0]
         # The value came from a command line or a flow's parameters, not from the file.
         raise ParamsError(f"{key}={overrides[key]!r}, an override: {err.problem}; give another value "
                           f"({path} is unchanged)", key, err.problem) from None

@@ -31,7 +31,7 @@ class ParamsError(StageError):
 
 
 def _dotted(loc: tuple) -> str:
-    return ".".join(str(part) for part in _field(loc)) or "(top level)"
+    return ".".join(str(part) for part in loc) or "(top level)"
 
 
 # pydantic's name for a member of a union type in an error's location ("literal['auto']",
@@ -39,9 +39,12 @@ def _dotted(loc: tuple) -> str:
 _MEMBER = re.compile(r"[\[\]()\-]|^(int|float|str|bool|none|list|dict)$")
 
 
-def _field(loc: tuple) -> tuple:
-    """An error's location up to the key, without the union member pydantic appends."""
-    parts = list(loc)
+def _field(error: dict) -> tuple:
+    """An error's location up to the key, without the union member pydantic appends to a
+    value's error (an unknown or missing key's location is the key itself: `batch-size`)."""
+    parts = list(error["loc"])
+    if error["type"] in ("extra_forbidden", "missing"):
+        return tuple(parts)
     while parts and isinstance(parts[-1], str) and _MEMBER.search(parts[-1]):
         parts.pop()
     return tuple(parts)
@@ -66,16 +69,15 @@ def invalid(err: ValidationError, source: Path | str) -> ParamsError:
     """
     errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
-    key = _dotted(first["loc"])
+    key = _dotted(_field(first))
     # A union ("auto" or a number) fails once per member: one problem, said once.
-    members = [e for e in errors if _field(e["loc"]) == _field(first["loc"]) and e["loc"] != _field(e["loc"])]
-    count = len({_field(e["loc"]) for e in errors})
+    members = [e for e in errors if _field(e) == _field(first) and e["loc"] != _field(e)]
+    meant = _meant(errors)
+    # A misspelling and the key it leaves missing are one problem.
+    count = len({_field(e) for e in errors}) - len(meant)
     if first["type"] == "extra_forbidden":
-        parent, name = first["loc"][:-1], str(first["loc"][-1])
-        missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"][:-1] == parent]
-        close = difflib.get_close_matches(name, missing, n=1)
-        if close:  # the misspelling and the key it leaves missing are one problem
-            text, count = f"unknown key '{key}'; did you mean '{_dotted((*parent, close[0]))}'? rename it", count - 1
+        if first["loc"] in meant:
+            text = f"unknown key '{key}'; did you mean '{_dotted(meant[first['loc']])}'? rename it"
         else:
             text = f"unknown key '{key}'; remove it or correct its spelling"
         return ParamsError(f"{source}: {text}{_more(count)}", key)
@@ -90,6 +92,22 @@ def invalid(err: ValidationError, source: Path | str) -> ParamsError:
     quoted = first["type"] in _TYPES and isinstance(first["input"], str) and _quoted(first["type"], first["input"])
     fix = "write it without quotes" if quoted else "correct it"
     return ParamsError(f"{source}: key '{key}': {problem}; {fix}{_more(count)}", key, problem)
+
+
+def _meant(errors: list[dict]) -> dict[tuple, tuple]:
+    """Each unknown key's location -> the missing key beside it that it most likely misspells."""
+    missing = {e["loc"] for e in errors if e["type"] == "missing"}
+    meant = {}
+    for e in errors:
+        if e["type"] != "extra_forbidden":
+            continue
+        parent = e["loc"][:-1]
+        names = [str(m[-1]) for m in missing if m[:-1] == parent]
+        close = difflib.get_close_matches(str(e["loc"][-1]), names, n=1)
+        if close:
+            meant[e["loc"]] = (*parent, close[0])
+            missing.discard((*parent, close[0]))
+    return meant
 
 
 def _more(count: int) -> str:

@@ -180,7 +180,9 @@ class GitState(NamedTuple):
 
 def _git(project: Path, *args: str) -> subprocess.CompletedProcess | None:
     try:  # a list of args, never a shell
-        return subprocess.run(["git", *args], cwd=project, capture_output=True, text=True, timeout=60)
+        # A file name that is not UTF-8 comes out raw (core.quotePath=false): replaced, not fatal.
+        return subprocess.run(["git", *args], cwd=project, capture_output=True, encoding="utf-8", errors="replace",
+                              timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
 

@@ -40,6 +40,10 @@ def stream_dvc(args: list[str], cwd: Path, on_line: Callable[[str], None],
     after the flow run has ended. (`dvc exp run --temp` removes its copy of the repo on
     SIGINT only: its callers pass that.) Setting `stop`, from another thread, does the same.
     """
+    if stop_signal == signal.SIGINT and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started in the background by a script: dvc inherits SIGINT ignored, and would
+        # only stop at the SIGKILL.
+        stop_signal = signal.SIGTERM
     command = [sys.executable, "-m", "dvc", *args]
     with subprocess.Popen(command, cwd=cwd, env=dvc_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True) as proc:

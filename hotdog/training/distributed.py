@@ -124,7 +124,8 @@ def _failure(err: Exception, error_files: list[str], processes: int) -> str:
             trace = pickle.load(f)
             print(f"training process {index} of {processes}: {trace.strip()}", file=sys.stderr)
             failed.append(index)
-    how = f"ended by {err.signal_name}" if getattr(err, "signal_name", None) else f"failed ({err})"
+    how = (f"ended by {err.signal_name}" if getattr(err, "signal_name", None) else
+           "failed (the traceback is above)" if err.error_index in failed else f"failed ({err})")
     first = f"training process {err.error_index} of {processes} {how}"  # the first seen to end
     if failed and failed != [err.error_index]:
         others = ", ".join(map(str, (i for i in failed if i != err.error_index)))
