@@ -26,7 +26,7 @@ def read(monkeypatch, lines: list, returncode: int):
     logged, the events it passed on, the dvc arguments)."""
     asked = []
 
-    def stream_dvc(args, cwd, on_line):
+    def stream_dvc(args, cwd, on_line, stop=None):
         asked.append(args)
         for line in lines:
             on_line(line if isinstance(line, str) else events.encode(line))
