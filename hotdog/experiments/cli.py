@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         signum = err.signum if isinstance(err, Stopped) else signal.SIGINT
         how = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         print(f"error: experiments: stopped by {how}; the experiments that finished are kept (`dvc exp show`), "
-              "and DVC lists the one it stopped as running until it is run again", file=sys.stderr)
+              "and the one it stopped runs again by name", file=sys.stderr)
         sys.exit(128 + signum)
     finally:
         for signum, handler in previous.items():
