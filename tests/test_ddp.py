@@ -133,14 +133,11 @@ def test_the_finetune_stage_trains_in_two_gloo_processes(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     # Before decode: each process fails to read its input, and says so in one line, in the
     # words one process uses (it was elastic's 25-line traceback and "the error is above").
-    errors = {}
-    for devices in (1, 2):
-        write_params(project / "params.yaml", {"train.devices": devices})
-        early = subprocess.run([sys.executable, "-m", "stages.finetune"], cwd=project, env=env,
-                               capture_output=True, text=True, timeout=600)
-        assert early.returncode == 1 and len(early.stderr.strip().splitlines()) == 1, early.stderr
-        errors[devices] = early.stderr
-    assert errors[1] == errors[2] and errors[2].startswith("error: finetune: ")
+    write_params(project / "params.yaml", {"train.devices": 2})
+    early = subprocess.run([sys.executable, "-m", "stages.finetune"], cwd=project, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert early.returncode == 1 and early.stderr.strip().splitlines() == [
+        "error: finetune: data/decoded/train.arrow is missing; run `dvc repro decode` first"], early.stderr
     summaries = {}
     for devices in (1, 2):
         write_params(project / "params.yaml", {"train.devices": devices})

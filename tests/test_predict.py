@@ -139,26 +139,21 @@ def test_predict_prints_one_line_per_image(trained):
                                               pytest.approx(want["confidence"], abs=5e-4))
 
 
-@pytest.mark.parametrize("both", [False, True], ids=["stdout", "2>&1"])
-def test_a_reader_that_goes_away_stops_the_lines_not_the_file(trained, tmp_path, both):
-    # `hotdog predict photos/ --out answers.parquet | head -1` (or `2>&1 | head -1`): the
-    # reader has gone before the first line (closed here at once). The file still gets every
-    # answer, and the exit status still says an image could not be scored; it was 0, with no
-    # file and no word.
+def test_a_reader_that_goes_away_stops_the_lines_not_the_file(trained, tmp_path):
+    # `hotdog predict photos/ --out answers.parquet 2>&1 | head -1`: the reader has gone
+    # before the first line (closed here at once), from stdout and stderr alike. The file
+    # still gets every answer, and the exit status still says an image could not be scored;
+    # it was 0, with no file and no word.
     folder = trained / "data/hotdog/test/hotdog"
     (tmp_path / "notes.jpg").write_text("a text file, renamed\n")
     out = tmp_path / "answers.parquet"
     run = subprocess.Popen([str(HOTDOG), "predict", str(folder), str(tmp_path / "notes.jpg"), "--out", str(out),
                             "--precision", "fp32"], cwd=trained, env={**ENV, "PYTHONUNBUFFERED": ""},
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT if both else subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run.stdout.close()
-    err = "" if both else run.stderr.read()
-    assert run.wait(timeout=300) == 1, err
+    assert run.wait(timeout=300) == 1
     rows = pq.read_table(out).to_pylist()
     assert len(rows) == len(list(folder.iterdir())) + 1
-    if not both:
-        assert "Traceback" not in err and "error: " in err and "notes.jpg" in err
-        assert f"wrote {len(rows)} answers to {out}" in err
 
 
 def test_predict_in_an_untrained_checkout(trained, tmp_path):
