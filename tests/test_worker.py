@@ -170,7 +170,7 @@ def test_ctrl_c_stops_make_ui_and_the_server_it_started(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:Artifact creation outside of a flow:FutureWarning")  # the test makes its own
-def test_a_failed_progress_update_is_one_warning_and_the_run_goes_on(prefect_api, caplog):
+def test_a_failed_progress_update_is_one_warning_and_the_run_goes_on(prefect_api, caplog, monkeypatch):
     # The pipeline flow updates its progress bar on every Progress event, a tenth of an epoch
     # apart, from inside dvc's output loop: an API error there stopped dvc and the training.
     # Against the real server: an update that works, then one the API refuses (no such artifact).
@@ -194,12 +194,9 @@ def test_a_failed_progress_update_is_one_warning_and_the_run_goes_on(prefect_api
         gone = uuid4()
         calls = []
         real = artifacts.update_progress_artifact
-        artifacts.update_progress_artifact = lambda *args: calls.append(args) or real(*args)
-        try:
-            for percent in (10.0, 20.0, 30.0):
-                update_progress(gone, percent, logger)  # no exception
-        finally:
-            artifacts.update_progress_artifact = real
+        monkeypatch.setattr(artifacts, "update_progress_artifact", lambda *args: calls.append(args) or real(*args))
+        for percent in (10.0, 20.0, 30.0):
+            update_progress(gone, percent, logger)  # no exception
     assert len(calls) == 1  # after a failure the bar is left alone a while: a slow API must not slow the run
     warnings = [r.getMessage() for r in caplog.records if r.name == logger.name]
     assert len(warnings) == 1 and warnings[0].startswith("the progress bar could not be updated (")
